@@ -1,0 +1,66 @@
+//! PNG line plots of a [`CurveSet`] with plotters, using the embedded
+//! DejaVu font so no system font library is needed.
+
+use super::compute::CurveSet;
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
+use std::path::Path;
+use std::sync::Once;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot draw plot {path}: {message}")]
+pub struct PlotError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Axis and title text of one plot.
+pub struct PlotLabels<'a> {
+    pub title: &'a str,
+    pub x: &'a str,
+    pub y: &'a str,
+}
+
+const PALETTE: [RGBColor; 6] =
+    [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40), RGBColor(148, 103, 189), RGBColor(140, 86, 75)];
+
+fn register_embedded_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The font bytes are a known-valid TTF shipped by the dejavu crate.
+        let _ = register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+    });
+}
+
+/// Draws every curve of `set` against p into a 900×600 PNG at `path`.
+pub fn plot_curves(set: &CurveSet, labels: &PlotLabels, path: &Path) -> Result<(), PlotError> {
+    let error = |e: &dyn std::fmt::Display| PlotError { path: path.display().to_string(), message: e.to_string() };
+    register_embedded_font();
+    let y_max = set.curves.iter().flat_map(|c| c.values.iter().copied()).fold(0.0_f64, f64::max);
+    let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| error(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(labels.title, ("sans-serif", 24))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..1.0, 0.0..y_max * 1.05)
+        .map_err(|e| error(&e))?;
+    chart.configure_mesh().x_desc(labels.x).y_desc(labels.y).draw().map_err(|e| error(&e))?;
+    for (curve, color) in set.curves.iter().zip(PALETTE.iter().cycle()) {
+        let points = set.probabilities.iter().copied().zip(curve.values.iter().copied());
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(|e| error(&e))?
+            .label(&curve.name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| error(&e))?;
+    root.present().map_err(|e| error(&e))
+}

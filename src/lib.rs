@@ -1,0 +1,9 @@
+//! `asl`: multi-label image classification with the Asymmetric Loss
+//! (Ben-Baruch, Ridnik et al., ICCV 2021) on libtorch through `tch`.
+//!
+//! The library knows nothing of the command line; `src/main.rs` is a thin
+//! front end over it.
+
+pub mod curves;
+pub mod loss;
+pub mod metrics;

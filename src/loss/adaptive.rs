@@ -1,0 +1,86 @@
+//! Adaptive asymmetry (paper §3.4, Eq. 11): a controller that moves γ−
+//! after every batch so that the probability gap Δp settles at a target.
+//!
+//! Raising γ− down-weights easy negatives, which raises `p_t+` and lowers
+//! `p_t-`, so Δp grows with γ−. The stable update is therefore
+//! `γ− ← γ− + λ(Δp_target − Δp)`: γ− rises while Δp is below its target.
+//! The sign matters: with Δp defined as above, `γ− + λ(Δp − Δp_target)`
+//! lowers γ− while Δp is too small and runs away from the target.
+//! `tests/adaptive.rs` trains a model with this controller and checks
+//! that Δp converges.
+
+use super::error::{LossError, Result};
+use super::stats::ProbabilityStats;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdaptiveAsymmetryConfig {
+    /// Δp_target; the paper's Table 3 uses values in 0..0.3.
+    pub target_delta: f64,
+    /// λ: step size of the γ− update per batch.
+    pub lambda: f64,
+    /// Lower clamp for γ−.
+    pub gamma_neg_min: f64,
+    /// Upper clamp for γ−.
+    pub gamma_neg_max: f64,
+}
+
+impl Default for AdaptiveAsymmetryConfig {
+    fn default() -> Self {
+        Self { target_delta: 0.1, lambda: 0.01, gamma_neg_min: 0.0, gamma_neg_max: 10.0 }
+    }
+}
+
+/// The γ− controller. Serializable so that a resumed run continues with
+/// exactly the same γ− (serde_json keeps f64 round-trip exact).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AdaptiveAsymmetry {
+    config: AdaptiveAsymmetryConfig,
+    gamma_neg: f64,
+    updates: u64,
+}
+
+impl AdaptiveAsymmetry {
+    /// Starts at `initial_gamma_neg`, clamped into the configured bounds.
+    pub fn new(config: AdaptiveAsymmetryConfig, initial_gamma_neg: f64) -> Result<Self> {
+        let invalid = |name, value, reason| LossError::InvalidParameter { name, value, reason };
+        if !(config.lambda.is_finite() && config.lambda >= 0.0) {
+            return Err(invalid("lambda", config.lambda, "must be a finite number >= 0"));
+        }
+        if !(config.gamma_neg_min >= 0.0 && config.gamma_neg_min <= config.gamma_neg_max) {
+            return Err(invalid("gamma_neg_min", config.gamma_neg_min, "must satisfy 0 <= gamma_neg_min <= gamma_neg_max"));
+        }
+        if !config.gamma_neg_max.is_finite() {
+            return Err(invalid("gamma_neg_max", config.gamma_neg_max, "must be finite"));
+        }
+        if !(-1.0..=1.0).contains(&config.target_delta) {
+            return Err(invalid("target_delta", config.target_delta, "a probability gap lies in [-1, 1]"));
+        }
+        let gamma_neg = initial_gamma_neg.clamp(config.gamma_neg_min, config.gamma_neg_max);
+        Ok(Self { config, gamma_neg, updates: 0 })
+    }
+
+    pub fn gamma_neg(&self) -> f64 {
+        self.gamma_neg
+    }
+
+    pub fn updates(&self) -> u64 {
+        self.updates
+    }
+
+    pub fn config(&self) -> &AdaptiveAsymmetryConfig {
+        &self.config
+    }
+
+    /// Applies one update from a batch's statistics and returns the new γ−.
+    /// A batch without positives or without negatives leaves γ− unchanged.
+    pub fn update(&mut self, batch: &ProbabilityStats) -> f64 {
+        if let Some(delta) = batch.delta() {
+            let step = self.config.lambda * (self.config.target_delta - delta);
+            self.gamma_neg = (self.gamma_neg + step).clamp(self.config.gamma_neg_min, self.config.gamma_neg_max);
+            self.updates += 1;
+        }
+        self.gamma_neg
+    }
+}

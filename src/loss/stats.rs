@@ -1,0 +1,78 @@
+//! Probability analysis (paper §3.3, Eq. 9–10): the mean probability the
+//! network gives positives, `p_t+`, the mean `1 - p` it gives negatives,
+//! `p_t-`, and their gap `Δp = p_t+ - p_t-`.
+
+use super::error::Result;
+use super::validate::{check_multi_label, check_same_shape};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+/// Running sums behind `p_t+` and `p_t-`. Batches [`merge`](Self::merge)
+/// into epoch totals; means are exact over all merged elements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProbabilityStats {
+    pub positive_sum: f64,
+    pub positive_count: u64,
+    pub negative_sum: f64,
+    pub negative_count: u64,
+}
+
+impl ProbabilityStats {
+    /// Statistics of one batch, computed without gradient. `logits` and 0/1
+    /// `targets` are `[B, K]`; `known` (`[B, K]` bool) excludes unknown
+    /// labels of partially annotated data.
+    pub fn from_batch(logits: &Tensor, targets: &Tensor, known: Option<&Tensor>) -> Result<Self> {
+        check_multi_label(logits, targets)?;
+        if let Some(known) = known {
+            check_same_shape("known-label mask", known, logits)?;
+        }
+        tch::no_grad(|| {
+            let p = logits.f_to_kind(Kind::Double)?.f_sigmoid()?;
+            let y = targets.f_to_kind(Kind::Double)?;
+            let known = match known {
+                Some(mask) => mask.f_to_kind(Kind::Double)?,
+                None => p.f_ones_like()?,
+            };
+            let positive = y.f_mul(&known)?;
+            let negative = y.f_neg()?.f_add_scalar(1.0)?.f_mul(&known)?;
+            let sums = Tensor::f_stack(
+                &[
+                    p.f_mul(&positive)?.f_sum(Kind::Double)?,
+                    positive.f_sum(Kind::Double)?,
+                    p.f_neg()?.f_add_scalar(1.0)?.f_mul(&negative)?.f_sum(Kind::Double)?,
+                    negative.f_sum(Kind::Double)?,
+                ],
+                0,
+            )?;
+            let sums = Vec::<f64>::try_from(sums.f_to_device(tch::Device::Cpu)?)?;
+            Ok(Self {
+                positive_sum: sums[0],
+                positive_count: sums[1].round() as u64,
+                negative_sum: sums[2],
+                negative_count: sums[3].round() as u64,
+            })
+        })
+    }
+
+    pub fn merge(&mut self, other: &Self) {
+        self.positive_sum += other.positive_sum;
+        self.positive_count += other.positive_count;
+        self.negative_sum += other.negative_sum;
+        self.negative_count += other.negative_count;
+    }
+
+    /// `p_t+`: mean p over positives; `None` when there were none.
+    pub fn p_pos(&self) -> Option<f64> {
+        (self.positive_count > 0).then(|| self.positive_sum / self.positive_count as f64)
+    }
+
+    /// `p_t-`: mean (1 - p) over negatives; `None` when there were none.
+    pub fn p_neg(&self) -> Option<f64> {
+        (self.negative_count > 0).then(|| self.negative_sum / self.negative_count as f64)
+    }
+
+    /// `Δp = p_t+ - p_t-`; `None` unless both classes of label were seen.
+    pub fn delta(&self) -> Option<f64> {
+        Some(self.p_pos()? - self.p_neg()?)
+    }
+}

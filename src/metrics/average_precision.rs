@@ -1,0 +1,50 @@
+//! Average precision as the ASL reference computes it: per class, sort
+//! scores in descending order and average precision@i over the ranks i
+//! of the positives.
+//!
+//! Tied scores form one group whose positives all take the precision at
+//! the group's end, so the result does not depend on how a sort orders
+//! ties (the reference's `argsort` leaves that to chance). Without ties
+//! this is exactly the reference's value.
+
+use super::scores::ScoreMatrix;
+
+/// AP of one class in `0..=1`, or `None` when the class has no positive.
+pub fn class_average_precision(matrix: &ScoreMatrix, class: usize, keys: &mut Vec<u64>) -> Option<f64> {
+    keys.clear();
+    for row in 0..matrix.rows() {
+        let target = matrix.target(row, class);
+        if target >= 0.0 {
+            keys.push(descending_key(matrix.score(row, class)) << 1 | u64::from(target == 1.0));
+        }
+    }
+    keys.sort_unstable();
+    let mut precision_sum = 0.0;
+    let (mut seen, mut positives) = (0usize, 0usize);
+    let mut start = 0;
+    while start < keys.len() {
+        let score_key = keys[start] >> 1;
+        let end = start + keys[start..].iter().take_while(|k| *k >> 1 == score_key).count();
+        let group_positives = keys[start..end].iter().filter(|k| *k & 1 == 1).count();
+        seen += end - start;
+        positives += group_positives;
+        precision_sum += group_positives as f64 * positives as f64 / seen as f64;
+        start = end;
+    }
+    (positives > 0).then(|| precision_sum / positives as f64)
+}
+
+/// AP per class (`None` for classes without positives), as fractions.
+pub fn per_class_average_precision(matrix: &ScoreMatrix) -> Vec<Option<f64>> {
+    let mut keys = Vec::with_capacity(matrix.rows());
+    (0..matrix.classes()).map(|class| class_average_precision(matrix, class, &mut keys)).collect()
+}
+
+/// Maps a finite f32 to a u64 whose ascending order is the scores'
+/// descending order, so one integer sort ranks a class.
+fn descending_key(score: f32) -> u64 {
+    // +0.0 and -0.0 compare equal, so they must tie.
+    let bits = if score == 0.0 { 0 } else { score.to_bits() };
+    let ascending = if bits & 0x8000_0000 != 0 { !bits } else { bits | 0x8000_0000 };
+    u64::from(!ascending)
+}

@@ -1,0 +1,16 @@
+//! Multi-label metrics: AP/mAP as the ASL reference defines them, and the
+//! per-class and overall precision/recall/F1 at a threshold and for top-3.
+
+mod accumulator;
+mod average_precision;
+mod error;
+mod report;
+mod scores;
+mod threshold;
+
+pub use accumulator::MetricsAccumulator;
+pub use average_precision::{class_average_precision, per_class_average_precision};
+pub use error::{MetricsError, Result};
+pub use report::{MeanAveragePrecision, MetricsReport, TOP_K};
+pub use scores::{ScoreMatrix, UNKNOWN_TARGET};
+pub use threshold::{Selection, ThresholdMetrics};
