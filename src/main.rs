@@ -62,14 +62,21 @@ fn main() -> ExitCode {
 }
 
 fn loss_curves(args: &LossCurvesArgs) -> Result<()> {
-    let asl = AsymmetricLossConfig { gamma_neg: args.gamma_neg, gamma_pos: args.gamma_pos, clip: args.clip, ..Default::default() };
+    let asl = AsymmetricLossConfig {
+        gamma_neg: args.gamma_neg,
+        gamma_pos: args.gamma_pos,
+        clip: args.clip,
+        ..Default::default()
+    };
     let loss = AsymmetricLoss::new(asl)?;
     let params = CurveParameters { asl, focal_gamma: args.focal_gamma };
     let (figure2, figure3) = figure_curves(&params, args.points)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let figure2_labels = PlotLabels { title: "Figure 2: loss of a negative sample", x: "p", y: "loss" };
     let figure3_labels = PlotLabels { title: "Figure 3: gradient of a negative sample", x: "p", y: "dL/dz" };
-    for (set, stem, labels) in [(&figure2, "figure2_loss", figure2_labels), (&figure3, "figure3_gradient", figure3_labels)] {
+    for (set, stem, labels) in
+        [(&figure2, "figure2_loss", figure2_labels), (&figure3, "figure3_gradient", figure3_labels)]
+    {
         write_file(&args.out.join(format!("{stem}.csv")), &set.to_csv())?;
         plot_curves(set, &labels, &args.out.join(format!("{stem}.png")))?;
     }

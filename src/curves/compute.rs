@@ -126,3 +126,30 @@ impl CurveSet {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejection_point_exists_only_with_a_margin_or_focusing() {
+        assert_eq!(rejection_point(&AsymmetricLoss::bce()).unwrap(), None);
+        let p_star = rejection_point(&AsymmetricLoss::asl()).unwrap().unwrap();
+        // The Eq. 8 gradient for (4, 0, 0.05) peaks near p = 0.90 (see the Figure 3 plot).
+        assert!((0.85..0.95).contains(&p_star), "{p_star}");
+    }
+
+    #[test]
+    fn csv_has_a_column_per_curve_and_no_negative_zero() {
+        let (figure2, figure3) = figure_curves(&CurveParameters::default(), 9).unwrap();
+        let csv = figure2.to_csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], "p,CE,focal g=2,ASL g-=4 g+=0 m=0.05");
+        assert_eq!(lines.len(), 10);
+        assert!(!csv.contains("-0,") && !csv.contains("-0\n"), "{csv}");
+        assert_eq!(figure3.curves.len(), 4);
+        // CE's loss at p = 0.1 is -ln(0.9).
+        let ce_at_01: f64 = lines[1].split(',').nth(1).unwrap().parse().unwrap();
+        assert!((ce_at_01 + 0.9f64.ln()).abs() < 1e-12);
+    }
+}

@@ -3,5 +3,7 @@
 mod compute;
 mod plot;
 
-pub use compute::{figure_curves, negative_loss_and_gradient, probability_grid, rejection_point, Curve, CurveParameters, CurveSet};
+pub use compute::{
+    figure_curves, negative_loss_and_gradient, probability_grid, rejection_point, Curve, CurveParameters, CurveSet,
+};
 pub use plot::{plot_curves, PlotError, PlotLabels};

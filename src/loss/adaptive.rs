@@ -49,7 +49,11 @@ impl AdaptiveAsymmetry {
             return Err(invalid("lambda", config.lambda, "must be a finite number >= 0"));
         }
         if !(config.gamma_neg_min >= 0.0 && config.gamma_neg_min <= config.gamma_neg_max) {
-            return Err(invalid("gamma_neg_min", config.gamma_neg_min, "must satisfy 0 <= gamma_neg_min <= gamma_neg_max"));
+            return Err(invalid(
+                "gamma_neg_min",
+                config.gamma_neg_min,
+                "must satisfy 0 <= gamma_neg_min <= gamma_neg_max",
+            ));
         }
         if !config.gamma_neg_max.is_finite() {
             return Err(invalid("gamma_neg_max", config.gamma_neg_max, "must be finite"));
@@ -82,5 +86,41 @@ impl AdaptiveAsymmetry {
             self.updates += 1;
         }
         self.gamma_neg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(p_pos: f64, p_neg: f64) -> ProbabilityStats {
+        ProbabilityStats { positive_sum: p_pos, positive_count: 1, negative_sum: p_neg, negative_count: 1 }
+    }
+
+    #[test]
+    fn one_update_by_hand() {
+        // Δp = 0.3 - 0.7 = -0.4, below the target 0.1: γ- = 4 + 0.1·(0.1 - (-0.4)) = 4.05.
+        let config = AdaptiveAsymmetryConfig { target_delta: 0.1, lambda: 0.1, ..Default::default() };
+        let mut controller = AdaptiveAsymmetry::new(config, 4.0).unwrap();
+        assert!((controller.update(&stats(0.3, 0.7)) - 4.05).abs() < 1e-12);
+        assert_eq!(controller.updates(), 1);
+    }
+
+    #[test]
+    fn clamps_and_skips_batches_without_a_gap() {
+        let config =
+            AdaptiveAsymmetryConfig { target_delta: 0.0, lambda: 100.0, gamma_neg_min: 1.0, gamma_neg_max: 5.0 };
+        let mut controller = AdaptiveAsymmetry::new(config, 3.0).unwrap();
+        assert_eq!(controller.update(&stats(0.0, 1.0)), 5.0);
+        assert_eq!(controller.update(&stats(1.0, 0.0)), 1.0);
+        assert_eq!(controller.update(&ProbabilityStats::default()), 1.0);
+        assert_eq!(controller.updates(), 2);
+    }
+
+    #[test]
+    fn rejects_inverted_bounds() {
+        let config = AdaptiveAsymmetryConfig { gamma_neg_min: 6.0, gamma_neg_max: 5.0, ..Default::default() };
+        let err = AdaptiveAsymmetry::new(config, 4.0).unwrap_err();
+        assert!(err.to_string().contains("gamma_neg_min"), "{err}");
     }
 }

@@ -48,14 +48,7 @@ pub struct AsymmetricLossConfig {
 
 impl Default for AsymmetricLossConfig {
     fn default() -> Self {
-        Self {
-            gamma_neg: 4.0,
-            gamma_pos: 0.0,
-            clip: 0.05,
-            eps: 1e-8,
-            detach_focusing: true,
-            reduction: Reduction::Sum,
-        }
+        Self { gamma_neg: 4.0, gamma_pos: 0.0, clip: 0.05, eps: 1e-8, detach_focusing: true, reduction: Reduction::Sum }
     }
 }
 

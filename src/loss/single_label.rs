@@ -77,7 +77,11 @@ impl AsymmetricLossSingleLabel {
         check_two_dimensional(logits)?;
         let (batch, classes) = (logits.size()[0], logits.size()[1]);
         if targets.size() != [batch] {
-            return Err(LossError::ShapeMismatch { what: "class-index targets", found: targets.size(), logits: logits.size() });
+            return Err(LossError::ShapeMismatch {
+                what: "class-index targets",
+                found: targets.size(),
+                logits: logits.size(),
+            });
         }
         let bad_logits = non_finite(logits);
         if bool::try_from(bad_logits.f_any()?)? {

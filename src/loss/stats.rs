@@ -76,3 +76,36 @@ impl ProbabilityStats {
         Some(self.p_pos()? - self.p_neg()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_computed_gap() {
+        // p = σ(z): σ(0) = 0.5, σ(ln 3) = 0.75, σ(-ln 3) = 0.25.
+        // Positives p = {0.5, 0.75} → p_t+ = 0.625. Negatives 1-p = {0.25, 0.75} → p_t- = 0.5.
+        let ln3 = 3f64.ln();
+        let logits = Tensor::from_slice(&[0.0, ln3, ln3, -ln3]).view([2, 2]);
+        let targets = Tensor::from_slice(&[1.0, 1.0, 0.0, 0.0]).view([2, 2]);
+        let stats = ProbabilityStats::from_batch(&logits, &targets, None).unwrap();
+        assert!((stats.p_pos().unwrap() - 0.625).abs() < 1e-12);
+        assert!((stats.p_neg().unwrap() - 0.5).abs() < 1e-12);
+        assert!((stats.delta().unwrap() - 0.125).abs() < 1e-12);
+        // Masking out the first negative leaves 1-p = {0.75}.
+        let known = Tensor::from_slice(&[true, true, false, true]).view([2, 2]);
+        let masked = ProbabilityStats::from_batch(&logits, &targets, Some(&known)).unwrap();
+        assert_eq!(masked.negative_count, 1);
+        assert!((masked.p_neg().unwrap() - 0.75).abs() < 1e-12);
+    }
+
+    #[test]
+    fn merging_weights_by_count_and_empty_sides_are_none() {
+        let mut a = ProbabilityStats { positive_sum: 1.0, positive_count: 2, negative_sum: 0.0, negative_count: 0 };
+        assert_eq!(a.p_neg(), None);
+        assert_eq!(a.delta(), None);
+        a.merge(&ProbabilityStats { positive_sum: 2.0, positive_count: 2, negative_sum: 3.0, negative_count: 4 });
+        assert_eq!(a.p_pos(), Some(0.75));
+        assert_eq!(a.delta(), Some(0.0));
+    }
+}

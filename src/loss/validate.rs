@@ -24,11 +24,7 @@ pub(crate) fn check_two_dimensional(logits: &Tensor) -> Result<()> {
 
 pub(crate) fn check_same_shape(what: &'static str, other: &Tensor, logits: &Tensor) -> Result<()> {
     if other.size() != logits.size() {
-        return Err(LossError::ShapeMismatch {
-            what,
-            found: other.size(),
-            logits: logits.size(),
-        });
+        return Err(LossError::ShapeMismatch { what, found: other.size(), logits: logits.size() });
     }
     Ok(())
 }

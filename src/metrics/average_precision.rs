@@ -48,3 +48,22 @@ fn descending_key(score: f32) -> u64 {
     let ascending = if bits & 0x8000_0000 != 0 { !bits } else { bits | 0x8000_0000 };
     u64::from(!ascending)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::descending_key;
+
+    #[test]
+    fn keys_sort_scores_in_descending_order() {
+        let scores = [3.5f32, -0.0, 1e-30, -2.0, f32::MAX, 0.0, -f32::MAX, 0.25];
+        let mut by_key = scores.to_vec();
+        by_key.sort_by_key(|&s| descending_key(s));
+        let mut by_value = scores.to_vec();
+        by_value.sort_by(|a, b| b.total_cmp(a));
+        assert_eq!(
+            by_key.iter().map(|s| s + 0.0).collect::<Vec<_>>(),
+            by_value.iter().map(|s| s + 0.0).collect::<Vec<_>>()
+        );
+        assert_eq!(descending_key(0.0), descending_key(-0.0));
+    }
+}

@@ -1,0 +1,45 @@
+# Everything runs against the pinned torch wheel in .venv/: tch finds
+# libtorch through that python (LIBTORCH_USE_PYTORCH), and build.rs bakes
+# its lib directory into the binaries' rpath.
+
+VENV := $(CURDIR)/.venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+export LIBTORCH_USE_PYTORCH := 1
+export VIRTUAL_ENV := $(VENV)
+export PATH := $(VENV)/bin:$(PATH)
+
+.PHONY: venv build test bench lint loss-curves clean-venv
+
+venv: $(STAMP)
+
+# One pip command for the whole pinned set, so timm cannot upgrade torch.
+$(STAMP): third_party/requirements.txt
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -r third_party/requirements.txt
+	touch $@
+
+build: venv
+	cargo build --release
+
+test: venv
+	cargo test --all-targets
+
+lint: venv
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+# Criterion benches, then the PyTorch baselines on the same machine, then
+# one table of ours ÷ baseline.
+bench: venv
+	cargo bench --bench loss --bench metrics
+	$(PYTHON) bench/loss_baseline.py --out target/bench/loss_baseline.json
+	$(PYTHON) bench/report.py
+
+loss-curves: build
+	./target/release/asl loss-curves --out runs/loss-curves
+
+clean-venv:
+	rm -rf $(VENV)

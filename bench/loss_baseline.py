@@ -1,0 +1,78 @@
+"""PyTorch baselines for `make bench`, timed on this machine in the same run.
+
+- loss_fwd_bwd/*: timm's AsymmetricLossMultiLabel with the settings of our
+  default loss (gamma_neg=4, gamma_pos=0, clip=0.05, eps=1e-8, focusing
+  weights without gradient), forward + backward, on the same libtorch.
+- metrics/map_40137x80: the ASL reference's numpy mAP (helper_functions.mAP).
+
+Writes {benchmark id: mean nanoseconds per iteration} as JSON.
+"""
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+from timm.loss import AsymmetricLossMultiLabel
+
+
+def mean_ns(fn, min_seconds=3.0, warmup=5):
+    for _ in range(warmup):
+        fn()
+    iterations, start = 0, time.perf_counter()
+    while time.perf_counter() - start < min_seconds:
+        fn()
+        iterations += 1
+    return (time.perf_counter() - start) / iterations * 1e9
+
+
+def reference_average_precision(output, target):
+    # The ASL repository's helper_functions.average_precision.
+    epsilon = 1e-8
+    indices = output.argsort()[::-1]
+    total_count_ = np.cumsum(np.ones((len(output), 1)))
+    target_ = target[indices]
+    ind = target_ == 1
+    pos_count_ = np.cumsum(ind)
+    total = pos_count_[-1]
+    pos_count_[np.logical_not(ind)] = 0
+    pp = pos_count_ / total_count_
+    precision_at_i_ = np.sum(pp)
+    return precision_at_i_ / (total + epsilon)
+
+
+def reference_map(targs, preds):
+    ap = np.zeros(preds.shape[1])
+    for k in range(preds.shape[1]):
+        ap[k] = reference_average_precision(preds[:, k], targs[:, k])
+    return 100 * ap.mean()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    results = {}
+    loss = AsymmetricLossMultiLabel(gamma_neg=4, gamma_pos=0, clip=0.05, eps=1e-8,
+                                    disable_torch_grad_focal_loss=True)
+    for batch, classes in [(128, 80), (64, 9605)]:
+        logits = (torch.randn(batch, classes) * 3.0).requires_grad_(True)
+        targets = (torch.rand(batch, classes) < 0.04).float()
+        results[f"loss_fwd_bwd/{batch}x{classes}"] = mean_ns(lambda: loss(logits, targets).backward())
+    targets = (torch.rand(40137, 80) < 0.036).float()
+    scores = torch.sigmoid(torch.randn(40137, 80) + targets * 2.0 - 2.0)
+    results["metrics/map_40137x80"] = mean_ns(lambda: reference_map(targets.numpy(), scores.numpy()), min_seconds=5.0)
+    results["_threads"] = torch.get_num_threads()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+    for name, ns in results.items():
+        if not name.startswith("_"):
+            print(f"baseline {name}: {ns / 1e6:.3f} ms")
+
+
+if __name__ == "__main__":
+    main()

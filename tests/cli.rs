@@ -1,0 +1,41 @@
+//! The `asl` binary as a user runs it.
+
+use std::process::Command;
+
+fn asl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_asl"))
+}
+
+#[test]
+fn loss_curves_writes_csv_and_png_and_prints_p_star() {
+    let out = tempfile::tempdir().unwrap();
+    let output = asl().args(["loss-curves", "--points", "99", "--out"]).arg(out.path()).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("p* = 0.9"), "{stdout}");
+    for name in ["figure2_loss.csv", "figure3_gradient.csv", "figure2_loss.png", "figure3_gradient.png"] {
+        let bytes = std::fs::read(out.path().join(name)).unwrap();
+        assert!(bytes.len() > 100, "{name} is nearly empty");
+        if name.ends_with(".png") {
+            assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{name} is not a PNG");
+        }
+    }
+    let gradient = std::fs::read_to_string(out.path().join("figure3_gradient.csv")).unwrap();
+    assert_eq!(gradient.lines().count(), 100);
+}
+
+#[test]
+fn invalid_parameters_fail_with_the_parameter_named() {
+    let out = tempfile::tempdir().unwrap();
+    let output = asl().args(["loss-curves", "--clip", "1.5", "--out"]).arg(out.path()).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("`clip` = 1.5"), "{stderr}");
+}
+
+#[test]
+fn info_reports_the_libtorch_runtime_without_ld_library_path() {
+    let output = asl().arg("info").env_remove("LD_LIBRARY_PATH").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("CUDA available:"));
+}
