@@ -4,6 +4,9 @@
 //! The library knows nothing of the command line; `src/main.rs` is a thin
 //! front end over it.
 
+pub mod atomic;
 pub mod curves;
 pub mod loss;
 pub mod metrics;
+pub mod model;
+pub mod train;

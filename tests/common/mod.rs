@@ -2,6 +2,8 @@
 //! written out in plain f64 arithmetic, independent of any tensor code.
 #![allow(dead_code)]
 
+pub mod python;
+
 use tch::{Kind, Tensor};
 
 #[derive(Clone, Copy, Debug)]

@@ -1,0 +1,167 @@
+"""Export a timm classifier to TorchScript for asl to train from Rust.
+
+    python models/export.py --model tresnet_m --num-classes 80 --img-size 224 \
+        --out models/tresnet_m.pt [--weights FILE] [--class-names names.txt]
+
+Writes OUT (a torch.jit.script module with `forward(x) -> logits` and
+`forward_features(x) -> feature map`) and OUT with the suffix `.json`, the
+model card asl reads: model name, input size, feature count, class count,
+the classifier's parameter names and, when known, the class names.
+
+Weights: a timm state dict (.pth/.pt or .safetensors), or the ASL model-zoo
+format {'model': state_dict, 'num_classes', 'idx_to_class'} whose InPlace-ABN
+keys are remapped to timm's BatchNorm layout. The classifier is left out when
+its class count differs from --num-classes. Nothing is downloaded: without
+--weights the network is randomly initialised, with a warning.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import warnings
+
+import timm
+import torch
+
+
+def load_state_dict(path):
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path), None
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    class_names = None
+    if isinstance(checkpoint, dict) and "model" in checkpoint:
+        idx_to_class = checkpoint.get("idx_to_class")
+        if idx_to_class:
+            class_names = [idx_to_class[i] for i in sorted(idx_to_class)]
+        checkpoint = checkpoint["model"]
+    if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
+        checkpoint = checkpoint["state_dict"]
+    if not isinstance(checkpoint, dict):
+        sys.exit(f"error: {path} holds a {type(checkpoint).__name__}, not a state dict")
+    return checkpoint, class_names
+
+
+def remap_for_timm(model_name, state_dict, model):
+    """ASL model-zoo TResNets use InPlace-ABN; timm's own filter maps them to BatchNorm."""
+    if model_name.startswith("tresnet"):
+        from timm.models.tresnet import checkpoint_filter_fn
+
+        return checkpoint_filter_fn(state_dict, model)
+    return state_dict
+
+
+def apply_weights(model, model_name, path, num_classes):
+    state_dict, class_names = load_state_dict(path)
+    state_dict = remap_for_timm(model_name, state_dict, model)
+    classifier = model.default_cfg.get("classifier", "fc")
+    own = model.state_dict()
+    for key in [k for k in state_dict if k.startswith(classifier + ".")]:
+        if key in own and state_dict[key].shape != own[key].shape:
+            print(f"classifier {key} has shape {tuple(state_dict[key].shape)}, "
+                  f"not {tuple(own[key].shape)}: left at its initialisation", file=sys.stderr)
+            del state_dict[key]
+            class_names = None
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    missing = [k for k in missing if not k.startswith(classifier + ".")]
+    if missing or unexpected:
+        sys.exit(f"error: {path} does not fit {model_name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if class_names is not None and len(class_names) != num_classes:
+        class_names = None
+    return class_names
+
+
+def buffers_to_parameters(model):
+    """Re-registers every buffer (BatchNorm running statistics, blur filters)
+    as a parameter with requires_grad=False.
+
+    tch reaches a TorchScript module's state only through named_parameters,
+    and asl's EMA must average the BatchNorm statistics too. The forward
+    pass, state_dict keys and Python loading are unchanged; the optimizer in
+    asl skips tensors that do not require grad. Returns the names moved.
+    """
+    moved = []
+    for module_name, module in model.named_modules():
+        for name in list(module._buffers):
+            tensor = module._buffers.pop(name)
+            if tensor is None:
+                continue
+            module.register_parameter(name, torch.nn.Parameter(tensor, requires_grad=False))
+            moved.append(f"{module_name}.{name}" if module_name else name)
+    return moved
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="timm model name, e.g. tresnet_m, tresnet_l, test_resnet")
+    parser.add_argument("--num-classes", type=int, required=True)
+    parser.add_argument("--img-size", type=int, default=224, help="square input size S (TResNet: a multiple of 32)")
+    parser.add_argument("--weights", help="local timm or ASL model-zoo checkpoint")
+    parser.add_argument("--class-names", help="text file with one class name per line")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
+    parser.add_argument("--out", required=True, help="output TorchScript file (.pt)")
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    if args.model.startswith("tresnet") and args.img_size % 32:
+        sys.exit(f"error: --img-size {args.img_size}: TResNet needs a multiple of 32")
+    torch.manual_seed(args.seed)
+    model = timm.create_model(args.model, pretrained=False, num_classes=args.num_classes)
+    class_names = None
+    if args.weights:
+        class_names = apply_weights(model, args.model, args.weights, args.num_classes)
+    else:
+        warnings.warn(f"no --weights given: {args.model} is randomly initialised (seed {args.seed})")
+    if args.class_names:
+        with open(args.class_names) as f:
+            class_names = [line.strip() for line in f if line.strip()]
+        if len(class_names) != args.num_classes:
+            sys.exit(f"error: {args.class_names} lists {len(class_names)} names for {args.num_classes} classes")
+    model.eval()
+    example = torch.rand(2, 3, args.img_size, args.img_size)
+    with torch.no_grad():
+        eager_out = model(example)
+    state_names = buffers_to_parameters(model)
+    scripted = torch.jit.script(model)
+    with torch.no_grad():
+        scripted_out = scripted(example)
+        features = scripted.forward_features(example)
+    difference = (eager_out - scripted_out).abs().max().item()
+    if difference > 1e-5:
+        sys.exit(f"error: scripted output differs from eager timm by {difference}")
+
+    classifier = model.default_cfg.get("classifier", "fc")
+    card = {
+        "model": args.model,
+        "input_size": args.img_size,
+        "num_features": int(model.num_features),
+        "num_classes": args.num_classes,
+        "classifier": [name for name, _ in model.named_parameters() if name.startswith(classifier + ".")],
+        "class_names": class_names,
+        "feature_shape": list(features.shape[1:]),
+        "state_as_parameters": state_names,
+        "pretrained": bool(args.weights),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+    }
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(out_dir, exist_ok=True)
+    # Write through a temporary file and rename, so a crash never leaves half a model.
+    with tempfile.NamedTemporaryFile(dir=out_dir, suffix=".pt.tmp", delete=False) as tmp:
+        scripted.save(tmp.name)
+    os.replace(tmp.name, args.out)
+    card_path = os.path.splitext(args.out)[0] + ".json"
+    with open(card_path + ".tmp", "w") as f:
+        json.dump(card, f, indent=2)
+    os.replace(card_path + ".tmp", card_path)
+    print(f"exported {args.model} ({args.num_classes} classes, {args.img_size}px) to {args.out}; "
+          f"scripted vs eager max |diff| {difference:.2e}; card {card_path}")
+
+
+if __name__ == "__main__":
+    main()

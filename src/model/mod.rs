@@ -1,0 +1,11 @@
+//! TorchScript networks trained from Rust, and their EMA copy.
+
+mod card;
+mod ema;
+mod error;
+mod network;
+
+pub use card::{card_path, ModelCard};
+pub use ema::ModelEma;
+pub use error::{ModelError, Result};
+pub use network::{NamedParameter, Network, ParamGroup};
