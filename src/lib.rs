@@ -6,6 +6,7 @@
 
 pub mod atomic;
 pub mod curves;
+pub mod data;
 pub mod loss;
 pub mod metrics;
 pub mod model;

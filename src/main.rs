@@ -1,11 +1,9 @@
 //! The `asl` command line: parses arguments, calls the library, prints
 //! the whole error chain on failure.
 
-use anyhow::{Context, Result};
-use asl::curves::{figure_curves, plot_curves, rejection_point, CurveParameters, PlotLabels};
-use asl::loss::{AsymmetricLoss, AsymmetricLossConfig};
-use clap::{Args, Parser, Subcommand};
-use std::path::{Path, PathBuf};
+mod cli;
+
+use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Multi-label classification with the Asymmetric Loss (ICCV 2021) on libtorch.
@@ -19,38 +17,19 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Write the data and plots of the paper's Figures 2 and 3, and print p*.
-    LossCurves(LossCurvesArgs),
+    LossCurves(cli::loss_curves::LossCurvesArgs),
+    /// Write the built-in synthetic multi-label dataset (coloured shapes, COCO format).
+    Synth(cli::synth::SynthArgs),
     /// Print the libtorch build, thread count and CUDA devices in use.
     Info,
-}
-
-#[derive(Args)]
-struct LossCurvesArgs {
-    /// Directory for figure2_loss.{csv,png} and figure3_gradient.{csv,png}; created if missing.
-    #[arg(long)]
-    out: PathBuf,
-    /// γ− of the ASL curve.
-    #[arg(long, default_value_t = 4.0)]
-    gamma_neg: f64,
-    /// γ+ of the ASL curve.
-    #[arg(long, default_value_t = 0.0)]
-    gamma_pos: f64,
-    /// Probability margin m of the ASL and CE+PS curves.
-    #[arg(long, default_value_t = 0.05)]
-    clip: f64,
-    /// γ of the focal-loss comparison curve.
-    #[arg(long, default_value_t = 2.0)]
-    focal_gamma: f64,
-    /// Number of probabilities sampled in (0, 1).
-    #[arg(long, default_value_t = 999)]
-    points: usize,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::LossCurves(args) => loss_curves(&args),
-        Command::Info => info(),
+        Command::LossCurves(args) => cli::loss_curves::run(&args),
+        Command::Info => cli::info::run(),
+        Command::Synth(args) => cli::synth::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -59,51 +38,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn loss_curves(args: &LossCurvesArgs) -> Result<()> {
-    let asl = AsymmetricLossConfig {
-        gamma_neg: args.gamma_neg,
-        gamma_pos: args.gamma_pos,
-        clip: args.clip,
-        ..Default::default()
-    };
-    let loss = AsymmetricLoss::new(asl)?;
-    let params = CurveParameters { asl, focal_gamma: args.focal_gamma };
-    let (figure2, figure3) = figure_curves(&params, args.points)?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let figure2_labels = PlotLabels { title: "Figure 2: loss of a negative sample", x: "p", y: "loss" };
-    let figure3_labels = PlotLabels { title: "Figure 3: gradient of a negative sample", x: "p", y: "dL/dz" };
-    for (set, stem, labels) in
-        [(&figure2, "figure2_loss", figure2_labels), (&figure3, "figure3_gradient", figure3_labels)]
-    {
-        write_file(&args.out.join(format!("{stem}.csv")), &set.to_csv())?;
-        plot_curves(set, &labels, &args.out.join(format!("{stem}.png")))?;
-    }
-    println!("wrote figure2_loss.{{csv,png}} and figure3_gradient.{{csv,png}} to {}", args.out.display());
-    match rejection_point(&loss)? {
-        Some(p) => println!(
-            "p* = {p:.4}: for (g-={}, g+={}, m={}) a negative's gradient peaks there and falls above it, \
-             so negatives with p > p* are treated as likely mislabeled",
-            args.gamma_neg, args.gamma_pos, args.clip
-        ),
-        None => println!("p* does not exist for these parameters: the gradient rises up to p = 1, nothing is rejected"),
-    }
-    Ok(())
-}
-
-fn write_file(path: &Path, contents: &str) -> Result<()> {
-    std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
-}
-
-fn info() -> Result<()> {
-    println!("asl {}", env!("CARGO_PKG_VERSION"));
-    println!("libtorch threads: {}", tch::get_num_threads());
-    let cuda = tch::Cuda::is_available();
-    println!("CUDA available: {cuda}");
-    if cuda {
-        println!("CUDA devices: {}", tch::Cuda::device_count());
-        println!("cuDNN available: {}", tch::Cuda::cudnn_is_available());
-    }
-    Ok(())
 }

@@ -2,6 +2,7 @@
 //! written out in plain f64 arithmetic, independent of any tensor code.
 #![allow(dead_code)]
 
+pub mod coco_mini;
 pub mod python;
 
 use tch::{Kind, Tensor};

@@ -1,0 +1,13 @@
+//! The data path: sources → samples → transforms → batches on the device.
+
+mod dataset;
+mod error;
+mod loader;
+mod rng;
+pub mod sources;
+pub mod transform;
+
+pub use dataset::{Dataset, Sample, UNKNOWN};
+pub use error::{DataError, Result};
+pub use loader::{Batch, EpochIter, Loader, LoaderConfig, Skipped};
+pub use rng::{sample_rng, Stream};
