@@ -10,7 +10,15 @@ export LIBTORCH_USE_PYTORCH := 1
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: venv build test bench lint loss-curves clean-venv
+.PHONY: venv build test bench lint loss-curves train tensorboard clean-venv
+
+# `make train COCO=/data/coco` trains configs/coco.yaml on that dataset;
+# plain `make train` trains configs/demo.yaml on the built-in synthetic
+# shapes. CONFIG= picks another recipe, ARGS= adds flags (e.g. ARGS="--set train.epochs=2").
+COCO ?=
+CONFIG ?= $(if $(COCO),configs/coco.yaml,configs/demo.yaml)
+SYNTH := runs/data/synth
+ARGS ?=
 
 venv: $(STAMP)
 
@@ -37,6 +45,17 @@ bench: venv
 	cargo bench --bench loss --bench metrics
 	$(PYTHON) bench/loss_baseline.py --out target/bench/loss_baseline.json
 	$(PYTHON) bench/report.py
+
+train: build
+ifneq ($(COCO),)
+	./target/release/asl train --config $(CONFIG) --data $(COCO) $(ARGS)
+else
+	test -f $(SYNTH)/annotations/instances_val.json || ./target/release/asl synth --out $(SYNTH) --train-images 3000 --val-images 500
+	./target/release/asl train --config $(CONFIG) --data $(SYNTH) $(ARGS)
+endif
+
+tensorboard: venv
+	$(VENV)/bin/tensorboard --logdir runs
 
 loss-curves: build
 	./target/release/asl loss-curves --out runs/loss-curves

@@ -5,9 +5,11 @@
 //! front end over it.
 
 pub mod atomic;
+pub mod config;
 pub mod curves;
 pub mod data;
 pub mod loss;
 pub mod metrics;
 pub mod model;
+pub mod monitor;
 pub mod train;

@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Write the data and plots of the paper's Figures 2 and 3, and print p*.
     LossCurves(cli::loss_curves::LossCurvesArgs),
+    /// Train a TorchScript network with the Asymmetric Loss (the paper's recipe in configs/).
+    Train(cli::train::TrainArgs),
     /// Write the built-in synthetic multi-label dataset (coloured shapes, COCO format).
     Synth(cli::synth::SynthArgs),
     /// Print the libtorch build, thread count and CUDA devices in use.
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
         Command::LossCurves(args) => cli::loss_curves::run(&args),
         Command::Info => cli::info::run(),
         Command::Synth(args) => cli::synth::run(&args),
+        Command::Train(args) => cli::train::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

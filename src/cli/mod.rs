@@ -3,3 +3,4 @@
 pub mod info;
 pub mod loss_curves;
 pub mod synth;
+pub mod train;

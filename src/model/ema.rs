@@ -16,10 +16,14 @@ pub struct ModelEma {
 impl ModelEma {
     /// Starts the average at a copy of `model`, in eval mode.
     pub fn new(model: &Network, decay: f64) -> Result<Self> {
+        Self::from_network(model.duplicate()?, decay)
+    }
+
+    /// Continues an average saved earlier (a checkpoint's EMA file).
+    pub fn from_network(mut network: Network, decay: f64) -> Result<Self> {
         if !(0.0..=1.0).contains(&decay) {
             return Err(ModelError::BadDecay(decay));
         }
-        let mut network = model.duplicate()?;
         network.set_train(false)?;
         let state = network.named_tensors()?;
         Ok(Self { network, decay, state })
@@ -31,6 +35,11 @@ impl ModelEma {
 
     pub fn network(&self) -> &Network {
         &self.network
+    }
+
+    /// Mutable access for evaluation (switching its mode).
+    pub fn network_mut(&mut self) -> &mut Network {
+        &mut self.network
     }
 
     /// `ema = decay · ema + (1 - decay) · model` for every floating-point

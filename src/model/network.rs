@@ -189,6 +189,13 @@ impl Network {
         Ok(())
     }
 
+    /// Records the class names in the card (written on save).
+    pub fn set_class_names(&mut self, names: Vec<String>) {
+        if let Some(card) = &mut self.card {
+            card.class_names = (names.len() as i64 == card.num_classes).then_some(names);
+        }
+    }
+
     /// Saves the module as TorchScript (and its card beside it), each
     /// through a temporary file and a rename.
     pub fn save(&self, path: &Path) -> Result<()> {

@@ -1,0 +1,215 @@
+//! `asl train`: resolve the config, data and model, then run the trainer.
+
+use anyhow::{bail, Context, Result};
+use asl::config::TrainConfig;
+use asl::data::{Dataset, Loader, LoaderConfig};
+use asl::model::Network;
+use asl::train::checkpoint::{read_checkpoint, resolve_checkpoint, EpochRecord, MODEL_FILE};
+use asl::train::{load_split, resolve_device, Outcome, Split, Trainer, TrainerSetup};
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tch::Device;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Recipe file (configs/*.yaml). Not needed with --resume, which uses the checkpoint's config.
+    #[arg(long, required_unless_present = "resume")]
+    config: Option<PathBuf>,
+    /// Dataset root (COCO, VOC) or list file; overrides data.path.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Override a config key, e.g. --set train.epochs=2 --set loss.gamma_neg=2 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Continue from a checkpoint directory or a run directory (its checkpoints/last).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Where run directories are created.
+    #[arg(long, default_value = "runs")]
+    runs: PathBuf,
+    /// Hide progress bars (summary lines are still printed).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let (config, resume) = resolve_config(args)?;
+    let device = resolve_device(&config.device)?;
+    let train = load_split(&config.data, Split::Train).context("loading the training split")?;
+    let val = load_split(&config.data, Split::Val).context("loading the validation split")?;
+    println!(
+        "data: {} train / {} val images, {} classes, {:.2} positives per image; device {device:?}",
+        train.len(),
+        val.len(),
+        train.num_classes(),
+        train.mean_positives()
+    );
+    let run_dir = args.runs.join(&config.name);
+    if resume.is_none() && run_dir.join("checkpoints").exists() {
+        bail!(
+            "{} already holds checkpoints; continue it with --resume {} or pick another --set name=...",
+            run_dir.display(),
+            run_dir.display()
+        );
+    }
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
+    std::fs::write(run_dir.join("config.yaml"), config.to_yaml())?;
+    let network = prepare_network(&config, &train, &run_dir, resume.as_deref(), device)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || {
+        eprintln!("\nCtrl-C: finishing the current step and writing a checkpoint (press again to abort)");
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    })?;
+    let setup = TrainerSetup {
+        train_loader: Loader::new(Arc::new(train), train_loader_config(&config))?,
+        val_loader: Loader::new(Arc::new(val), val_loader_config(&config))?,
+        config,
+        run_dir: run_dir.clone(),
+        network,
+        resume,
+        stop,
+        show_progress: !args.no_progress,
+    };
+    match Trainer::new(setup)?.run()? {
+        Outcome::Finished { history, best_epoch, best_map } => {
+            print_table(&history, best_epoch, best_map);
+            println!("checkpoints in {}; TensorBoard: make tensorboard", run_dir.join("checkpoints").display());
+        }
+        Outcome::Interrupted { checkpoint } => {
+            println!(
+                "stopped; checkpoint written to {}. Continue with: asl train --resume {}",
+                checkpoint.display(),
+                run_dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn resolve_config(args: &TrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
+    if let Some(resume) = &args.resume {
+        let dir = resolve_checkpoint(resume)?;
+        let (_, saved) = read_checkpoint(&dir)?;
+        let config = TrainConfig::from_yaml(&saved.to_yaml(), "the checkpoint's config", &args.overrides)?;
+        return Ok((config, Some(dir)));
+    }
+    let path = args.config.as_ref().expect("clap requires --config without --resume");
+    let mut overrides = args.overrides.clone();
+    if let Some(data) = &args.data {
+        overrides.push(format!("data.path={}", serde_json::to_string(&data.display().to_string())?));
+    }
+    Ok((TrainConfig::load(path, &overrides)?, None))
+}
+
+fn train_loader_config(config: &TrainConfig) -> LoaderConfig {
+    let d = &config.data;
+    LoaderConfig {
+        batch_size: d.batch_size,
+        image_size: d.image_size,
+        shuffle: true,
+        drop_last: d.drop_last,
+        augment: d.augment,
+        prefetch: d.prefetch,
+        threads: d.threads,
+        strict: d.strict,
+        seed: config.seed,
+    }
+}
+
+fn val_loader_config(config: &TrainConfig) -> LoaderConfig {
+    let d = &config.data;
+    let batch = d.val_batch_size.unwrap_or(d.batch_size);
+    LoaderConfig {
+        prefetch: d.prefetch,
+        threads: d.threads,
+        strict: d.strict,
+        ..LoaderConfig::evaluation(batch, d.image_size)
+    }
+}
+
+/// The network to train: the checkpoint's, the configured file, or a fresh
+/// export of `model.timm`; its classifier sized to the dataset.
+fn prepare_network(
+    config: &TrainConfig,
+    train: &Dataset,
+    run_dir: &Path,
+    resume: Option<&Path>,
+    device: Device,
+) -> Result<Network> {
+    if let Some(dir) = resume {
+        return Ok(Network::load(&dir.join(MODEL_FILE), device)?);
+    }
+    let path = match &config.model.path {
+        Some(path) => path.clone(),
+        None => export_with_timm(config, train.num_classes(), run_dir)?,
+    };
+    let mut network = Network::load(&path, device)?;
+    network.check_input_size(config.data.image_size as i64)?;
+    let classes = train.num_classes() as i64;
+    if network.card().is_some_and(|c| c.num_classes != classes) {
+        println!("resetting the classifier of {} to {classes} classes", network.name());
+        network.reset_head(classes, Some(train.class_names.clone()), config.model.head_seed)?;
+    } else {
+        network.set_class_names(train.class_names.clone());
+    }
+    Ok(network)
+}
+
+/// Runs `models/export.py` with the project's python.
+fn export_with_timm(config: &TrainConfig, classes: usize, run_dir: &Path) -> Result<PathBuf> {
+    let script = Path::new("models/export.py");
+    if !script.is_file() {
+        bail!("model.path is not set and models/export.py is not in the current directory; run from the asl checkout or set model.path");
+    }
+    let out = run_dir.join("init").join(format!("{}.pt", config.model.timm));
+    let python = std::env::var_os("ASL_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+        let venv = PathBuf::from(".venv/bin/python");
+        if venv.exists() {
+            venv
+        } else {
+            PathBuf::from("python3")
+        }
+    });
+    let mut command = std::process::Command::new(&python);
+    command.arg(script).args(["--model", &config.model.timm, "--num-classes", &classes.to_string()]);
+    command
+        .args(["--img-size", &config.data.image_size.to_string(), "--seed", &config.seed.to_string(), "--out"])
+        .arg(&out);
+    if let Some(weights) = &config.model.weights {
+        command.arg("--weights").arg(weights);
+    }
+    println!("exporting {} with {}", config.model.timm, python.display());
+    let status = command.status().with_context(|| format!("cannot run {}", python.display()))?;
+    if !status.success() {
+        bail!("models/export.py failed for {} ({status})", config.model.timm);
+    }
+    Ok(out)
+}
+
+fn print_table(history: &[EpochRecord], best_epoch: Option<usize>, best_map: Option<f64>) {
+    let cell = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.2}"));
+    println!(
+        "\n{:>5} {:>9} {:>7} {:>9} {:>7} {:>7} {:>7} {:>7}",
+        "epoch", "loss", "mAP", "mAP(EMA)", "CF1", "OF1", "Δp", "γ-"
+    );
+    for r in history {
+        let marker = if Some(r.epoch) == best_epoch { " *" } else { "" };
+        println!(
+            "{:>5} {:>9.4} {:>7} {:>9} {:>7.2} {:>7.2} {:>7} {:>7.3}{marker}",
+            r.epoch,
+            r.train_loss,
+            cell(r.map),
+            cell(r.map_ema),
+            r.cf1,
+            r.of1,
+            cell(r.delta_p),
+            r.gamma_neg
+        );
+    }
+    println!("best mAP {} at epoch {} (* above)", cell(best_map), best_epoch.map_or("-".into(), |e| e.to_string()));
+}

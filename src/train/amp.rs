@@ -1,0 +1,90 @@
+//! Dynamic loss scaling for fp16 training, built on libtorch's own amp ops
+//! (`_amp_foreach_non_finite_check_and_unscale_`, `_amp_update_scale_`),
+//! since tch has no GradScaler. Same defaults as `torch.cuda.amp.GradScaler`.
+
+use tch::{Device, Kind, Tensor};
+
+pub struct GradScaler {
+    scale: Tensor,
+    growth_tracker: Tensor,
+    found_inf: Tensor,
+    growth_factor: f64,
+    backoff_factor: f64,
+    growth_interval: i64,
+}
+
+impl GradScaler {
+    pub fn new(device: Device) -> Result<Self, tch::TchError> {
+        Ok(Self {
+            scale: Tensor::f_full([1], 65536.0, (Kind::Float, device))?,
+            growth_tracker: Tensor::f_zeros([1], (Kind::Int, device))?,
+            found_inf: Tensor::f_zeros([1], (Kind::Float, device))?,
+            growth_factor: 2.0,
+            backoff_factor: 0.5,
+            growth_interval: 2000,
+        })
+    }
+
+    pub fn scale_value(&self) -> f64 {
+        self.scale.double_value(&[0])
+    }
+
+    /// `loss × scale`, to be back-propagated instead of `loss`.
+    pub fn scale(&self, loss: &Tensor) -> Result<Tensor, tch::TchError> {
+        loss.f_mul(&self.scale.f_to_kind(loss.kind())?)
+    }
+
+    /// Divides the gradients by the scale in place and reports whether any
+    /// is inf or NaN (the step must then be skipped).
+    pub fn unscale(&mut self, gradients: &mut [Tensor]) -> Result<bool, tch::TchError> {
+        let _ = self.found_inf.f_zero_()?;
+        let inv_scale = self.scale.f_reciprocal()?;
+        for grad in gradients.iter_mut() {
+            grad.f_internal_amp_non_finite_check_and_unscale(&mut self.found_inf, &inv_scale)?;
+        }
+        Ok(self.found_inf.f_double_value(&[0])? > 0.0)
+    }
+
+    /// Halves the scale after an overflow; doubles it after
+    /// `growth_interval` clean steps.
+    pub fn update(&mut self) -> Result<(), tch::TchError> {
+        let _ = self.scale.f_internal_amp_update_scale_(
+            &self.growth_tracker,
+            &self.found_inf,
+            self.growth_factor,
+            self.backoff_factor,
+            self.growth_interval,
+        )?;
+        Ok(())
+    }
+
+    /// (scale, growth tracker) for checkpoints.
+    pub fn state(&self) -> (f64, i64) {
+        (self.scale.double_value(&[0]), self.growth_tracker.int64_value(&[0]))
+    }
+
+    pub fn restore(&mut self, scale: f64, growth_tracker: i64) -> Result<(), tch::TchError> {
+        let _ = self.scale.f_fill_(scale)?;
+        let _ = self.growth_tracker.f_fill_(growth_tracker)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unscales_detects_overflow_and_backs_off() {
+        let mut scaler = GradScaler::new(Device::Cpu).unwrap();
+        let mut grads = [Tensor::from_slice(&[65536.0f32, 131072.0])];
+        assert!(!scaler.unscale(&mut grads).unwrap());
+        assert_eq!(Vec::<f32>::try_from(&grads[0]).unwrap(), vec![1.0, 2.0]);
+        scaler.update().unwrap();
+        assert_eq!(scaler.scale_value(), 65536.0);
+        let mut bad = [Tensor::from_slice(&[f32::INFINITY, 1.0])];
+        assert!(scaler.unscale(&mut bad).unwrap());
+        scaler.update().unwrap();
+        assert_eq!(scaler.scale_value(), 32768.0);
+    }
+}

@@ -1,0 +1,159 @@
+//! `asl train` end to end on a small synthetic set: exact resume, a NaN
+//! that stops the run without losing the checkpoint, Ctrl-C, and the
+//! TensorBoard events read back by TensorBoard itself.
+
+mod common;
+
+use asl::data::sources::{write_synthetic, SynthConfig};
+use asl::train::checkpoint::{read_checkpoint, TrainState};
+use common::python::{export_model, run_python};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    model: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config =
+            SynthConfig { train_images: 96, val_images: 32, image_size: 32, classes: 12, ..Default::default() };
+        write_synthetic(&dir.path().join("data"), &config).unwrap();
+        let model = dir.path().join("model/test_resnet.pt");
+        export_model("test_resnet", 12, 32, &model);
+        Self { dir, model }
+    }
+
+    fn runs(&self) -> PathBuf {
+        self.dir.path().join("runs")
+    }
+
+    fn command(&self, name: &str, extra: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_asl"));
+        command.current_dir(env!("CARGO_MANIFEST_DIR")).args(["train", "--no-progress", "--runs"]).arg(self.runs());
+        let sets = [
+            format!("name={name}"),
+            format!("model.path={}", self.model.display()),
+            format!("data.path={}", self.dir.path().join("data").display()),
+            "data.image_size=32".into(),
+            "data.batch_size=16".into(),
+            "data.threads=2".into(),
+            "device=cpu".into(),
+            "train.log_every=1".into(),
+        ];
+        if !extra.contains(&"--resume") {
+            command.args(["--config", "configs/demo.yaml"]);
+            for s in &sets {
+                command.args(["--set", s]);
+            }
+        }
+        command.args(extra);
+        command
+    }
+
+    fn run(&self, name: &str, extra: &[&str]) -> Output {
+        self.command(name, extra).output().unwrap()
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+fn epoch_line(output: &Output, epoch: usize) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let prefix = format!("epoch {epoch:>3}  loss");
+    let line =
+        stdout.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no epoch {epoch} in:\n{stdout}"));
+    // Drop the wall-clock seconds at the end.
+    line.rsplit_once("  ").unwrap().0.to_string()
+}
+
+fn state(run: &Path) -> TrainState {
+    read_checkpoint(&run.join("checkpoints/last")).unwrap().0
+}
+
+#[test]
+fn resumed_run_matches_an_unstopped_run_exactly() {
+    let f = Fixture::new();
+    let schedule = ["--set", "train.epochs=2", "--set", "schedule.scheduled_epochs=3"];
+    let full = f.run("full", &schedule);
+    assert!(full.status.success(), "{}", text(&full));
+
+    let first = f.run("split", &["--set", "train.epochs=1", "--set", "schedule.scheduled_epochs=3"]);
+    assert!(first.status.success(), "{}", text(&first));
+    assert_eq!(state(&f.runs().join("split")).epoch, 1);
+    let resumed = f.run("split", &["--resume", f.runs().join("split").to_str().unwrap(), "--set", "train.epochs=2"]);
+    assert!(resumed.status.success(), "{}", text(&resumed));
+
+    assert_eq!(epoch_line(&first, 1), epoch_line(&full, 1));
+    assert_eq!(epoch_line(&resumed, 2), epoch_line(&full, 2), "epoch 2 after resume must print the same figures");
+    let (a, b) = (state(&f.runs().join("full")), state(&f.runs().join("split")));
+    assert_eq!(a.history[1].train_loss.to_bits(), b.history[1].train_loss.to_bits());
+    assert_eq!(a.history[1].map, b.history[1].map);
+    assert!(f.runs().join("full/checkpoints/best/model.pt").is_file());
+
+    // The event file, read back by TensorBoard's own reader.
+    let events = f.runs().join("full/tensorboard");
+    let script = format!(
+        "from tensorboard.backend.event_processing.event_accumulator import EventAccumulator\n\
+         acc = EventAccumulator('{}'); acc.Reload(); tags = acc.Tags()['scalars']\n\
+         for t in ['asl/delta_p', 'asl/gamma_neg', 'asl/p_t_pos', 'train/loss', 'val/mAP', 'val/mAP_ema', 'val/CF1', 'speed/data_wait_fraction']:\n\
+         \x20   values = [e.value for e in acc.Scalars(t)]\n\
+         \x20   assert values and all(v == v for v in values), t\n\
+         print(len(acc.Scalars('asl/delta_p')), acc.Scalars('asl/gamma_neg')[0].value, sorted(acc.Tags()['histograms']))",
+        events.display()
+    );
+    let report = run_python(&["-c", &script]);
+    assert!(report.contains("4.0") && report.contains("val/p_positive"), "{report}");
+}
+
+#[test]
+fn nan_loss_stops_with_the_step_named_and_keeps_the_last_checkpoint() {
+    let f = Fixture::new();
+    let first = f.run("nan", &["--set", "train.epochs=1"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let before = std::fs::read(f.runs().join("nan/checkpoints/last/model.pt")).unwrap();
+    let run = f.runs().join("nan");
+    let blown =
+        f.run("nan", &["--resume", run.to_str().unwrap(), "--set", "train.epochs=2", "--set", "schedule.max_lr=1e30"]);
+    assert!(!blown.status.success());
+    let message = text(&blown);
+    assert!(message.contains("error: the loss became") && message.contains("at epoch 2, batch"), "{message}");
+    assert!(message.contains("The last good checkpoint is kept at"), "{message}");
+    assert_eq!(std::fs::read(run.join("checkpoints/last/model.pt")).unwrap(), before);
+    assert_eq!(state(&run).epoch, 1);
+}
+
+#[test]
+fn ctrl_c_writes_a_checkpoint_mid_epoch_and_exits_cleanly() {
+    let f = Fixture::new();
+    let child = f
+        .command("interrupted", &["--set", "train.epochs=10", "--set", "schedule.scheduled_epochs=10"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let events = f.runs().join("interrupted/tensorboard");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !events.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("Continue with: asl train --resume"), "{}", text(&output));
+    let saved = state(&f.runs().join("interrupted"));
+    assert!(saved.optimizer_step > 0 && saved.epoch < 10, "{saved:?}");
+}
+
+#[test]
+fn an_existing_run_is_never_overwritten() {
+    let f = Fixture::new();
+    assert!(f.run("twice", &["--set", "train.epochs=1"]).status.success());
+    let again = f.run("twice", &["--set", "train.epochs=1"]);
+    assert!(!again.status.success());
+    assert!(text(&again).contains("already holds checkpoints; continue it with --resume"), "{}", text(&again));
+}
