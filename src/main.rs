@@ -20,6 +20,10 @@ enum Command {
     LossCurves(cli::loss_curves::LossCurvesArgs),
     /// Train a TorchScript network with the Asymmetric Loss (the paper's recipe in configs/).
     Train(cli::train::TrainArgs),
+    /// Score a model on a labelled split: mAP, CP/CR/CF1/OP/OR/OF1, top-3, per-class AP.
+    Validate(cli::validate::ValidateArgs),
+    /// Predict labels for images, directories or lists of images, as JSON Lines.
+    Infer(cli::infer::InferArgs),
     /// Write the built-in synthetic multi-label dataset (coloured shapes, COCO format).
     Synth(cli::synth::SynthArgs),
     /// Print the libtorch build, thread count and CUDA devices in use.
@@ -33,6 +37,8 @@ fn main() -> ExitCode {
         Command::Info => cli::info::run(),
         Command::Synth(args) => cli::synth::run(&args),
         Command::Train(args) => cli::train::run(&args),
+        Command::Validate(args) => cli::validate::run(&args),
+        Command::Infer(args) => cli::infer::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -60,6 +60,8 @@ impl LoaderConfig {
 /// An image the loader had to leave out of its batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Skipped {
+    /// Dataset index of the sample.
+    pub index: usize,
     pub path: PathBuf,
     pub reason: String,
 }
@@ -252,9 +254,11 @@ impl Producer {
                 .zip(indices.par_iter())
                 .map(|((pixels, row), &index)| {
                     self.dataset.write_targets(index, row);
-                    self.load(index, pixels)
-                        .err()
-                        .map(|e| Skipped { path: self.dataset.samples[index].path.clone(), reason: e.to_string() })
+                    self.load(index, pixels).err().map(|e| Skipped {
+                        index,
+                        path: self.dataset.samples[index].path.clone(),
+                        reason: e.to_string(),
+                    })
                 })
                 .collect()
         });

@@ -7,6 +7,7 @@ mod error;
 mod report;
 mod scores;
 mod threshold;
+mod tuning;
 
 pub use accumulator::MetricsAccumulator;
 pub use average_precision::{class_average_precision, per_class_average_precision};
@@ -14,3 +15,4 @@ pub use error::{MetricsError, Result};
 pub use report::{MeanAveragePrecision, MetricsReport, TOP_K};
 pub use scores::{ScoreMatrix, UNKNOWN_TARGET};
 pub use threshold::{Selection, ThresholdMetrics};
+pub use tuning::{tune_thresholds, ClassThresholds};

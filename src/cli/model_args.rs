@@ -1,0 +1,53 @@
+//! Arguments shared by `asl validate` and `asl infer`: which model, on which device.
+
+use anyhow::{bail, Result};
+use asl::model::Network;
+use asl::train::checkpoint::{EMA_FILE, MODEL_FILE};
+use asl::train::resolve_device;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct ModelArgs {
+    /// A TorchScript model (.pt, with its .json card beside it) or a checkpoint directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// With a checkpoint directory: use its EMA weights.
+    #[arg(long)]
+    pub ema: bool,
+    /// auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Input side S; defaults to the model card's input size.
+    #[arg(long)]
+    pub image_size: Option<u32>,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+}
+
+impl ModelArgs {
+    /// The model file: `--model` itself, or `model.pt` / `ema.pt` inside a checkpoint directory.
+    pub fn model_file(&self) -> Result<PathBuf> {
+        if self.model.is_dir() {
+            return Ok(self.model.join(if self.ema { EMA_FILE } else { MODEL_FILE }));
+        }
+        if self.ema {
+            bail!("--ema needs a checkpoint directory, but {} is a file", self.model.display());
+        }
+        Ok(self.model.clone())
+    }
+
+    /// Loads the network in eval mode and returns it with the input size to use.
+    pub fn load(&self) -> Result<(Network, u32)> {
+        let device = resolve_device(&self.device)?;
+        let mut network = Network::load(&self.model_file()?, device)?;
+        let size = match (self.image_size, network.card()) {
+            (Some(size), _) => size,
+            (None, Some(card)) => card.input_size as u32,
+            (None, None) => bail!("{} has no model card; pass --image-size", self.model.display()),
+        };
+        network.check_input_size(size as i64)?;
+        network.set_train(false)?;
+        Ok((network, size))
+    }
+}

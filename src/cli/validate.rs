@@ -1,0 +1,152 @@
+//! `asl validate`: the paper's metrics of a model on a labelled split.
+
+use super::model_args::ModelArgs;
+use anyhow::{Context, Result};
+use asl::config::{DataSection, SourceKind, TrainConfig};
+use asl::data::{Loader, LoaderConfig};
+use asl::metrics::{tune_thresholds, ClassThresholds, MetricsReport, ScoreMatrix};
+use asl::train::{evaluate, load_split, Split};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Source {
+    Coco,
+    Voc,
+    List,
+}
+
+#[derive(Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Dataset root (COCO, VOC) or, for lists, the list to score.
+    #[arg(long)]
+    data: PathBuf,
+    /// Take the data options (source, split, policies) from a training config.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Source::Coco)]
+    source: Source,
+    /// Split to score (COCO: val → val2017 or val2014; VOC: test).
+    #[arg(long, default_value = "val")]
+    split: String,
+    /// Threshold of CP, CR, CF1, OP, OR and OF1.
+    #[arg(long, default_value_t = 0.8)]
+    threshold: f32,
+    /// Also write everything as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Choose per-class thresholds that maximise F1 and save them beside the model.
+    #[arg(long)]
+    tune_thresholds: bool,
+    /// Write the exact u8 NHWC input batches the network saw (raw bytes), for cross-checks.
+    #[arg(long)]
+    save_inputs: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct ClassRow<'a> {
+    class: &'a str,
+    ap: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    model: String,
+    #[serde(flatten)]
+    report: &'a MetricsReport,
+    per_class: Vec<ClassRow<'a>>,
+    probabilities: &'a [f32],
+}
+
+pub fn run(args: &ValidateArgs) -> Result<()> {
+    let (mut network, size) = args.model.load()?;
+    let data = data_section(args, size)?;
+    let dataset = Arc::new(load_split(&data, Split::Val)?);
+    let config = LoaderConfig { threads: data.threads, ..LoaderConfig::evaluation(args.model.batch_size, size) };
+    let loader = Loader::new(Arc::clone(&dataset), config)?;
+    if let Some(path) = &args.save_inputs {
+        save_inputs(&loader, path)?;
+    }
+    let progress = ProgressBar::new(dataset.len() as u64)
+        .with_style(ProgressStyle::with_template("validate [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")?);
+    let started = Instant::now();
+    let amp = network.device().is_cuda();
+    let evaluation = evaluate(&mut network, &loader, amp, args.threshold, &progress)?;
+    progress.finish_and_clear();
+    let report = &evaluation.report;
+    println!(
+        "{} on {} ({:.1}s)\n{report}",
+        args.model.model_file()?.display(),
+        args.data.display(),
+        started.elapsed().as_secs_f64()
+    );
+    if evaluation.skipped > 0 {
+        println!("{} unreadable images were skipped", evaluation.skipped);
+    }
+    let mut rows: Vec<ClassRow> = dataset
+        .class_names
+        .iter()
+        .zip(&report.average_precision.per_class)
+        .map(|(c, ap)| ClassRow { class: c, ap: *ap })
+        .collect();
+    rows.sort_by(|a, b| b.ap.unwrap_or(-1.0).total_cmp(&a.ap.unwrap_or(-1.0)));
+    println!("\n{:<28} {:>7}", "class", "AP");
+    for row in &rows {
+        println!("{:<28} {:>7}", row.class, row.ap.map_or("n/a (no positives)".into(), |v| format!("{v:.2}")));
+    }
+    if let Some(path) = &args.json {
+        let model = args.model.model_file()?.display().to_string();
+        let json = JsonReport { model, report, per_class: rows, probabilities: &evaluation.probabilities };
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if args.tune_thresholds {
+        let mut targets = vec![0.0; evaluation.probabilities.len()];
+        let k = dataset.num_classes();
+        for (row, &index) in evaluation.indices.iter().enumerate() {
+            dataset.write_targets(index, &mut targets[row * k..(row + 1) * k]);
+        }
+        let matrix = ScoreMatrix::new(&evaluation.probabilities, &targets, k)?;
+        let tuned = tune_thresholds(&matrix, dataset.class_names.clone(), args.threshold);
+        let path = ClassThresholds::path_for(&args.model.model_file()?);
+        tuned.save(&path).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("per-class thresholds written to {} (asl infer uses them)", path.display());
+    }
+    Ok(())
+}
+
+fn data_section(args: &ValidateArgs, size: u32) -> Result<DataSection> {
+    let mut data = match &args.config {
+        Some(path) => TrainConfig::load(path, &[])?.data,
+        None => TrainConfig::from_yaml(include_str!("../../configs/demo.yaml"), "built-in defaults", &[])?.data,
+    };
+    if args.config.is_none() {
+        data.source = match args.source {
+            Source::Coco => SourceKind::Coco,
+            Source::Voc => SourceKind::Voc,
+            Source::List => SourceKind::List,
+        };
+    }
+    data.path = Some(args.data.clone());
+    data.val_path = Some(args.data.clone());
+    data.val_split = args.split.clone();
+    data.image_size = size;
+    Ok(data)
+}
+
+/// Writes every evaluation batch's u8 NHWC pixels, in order, to one file.
+fn save_inputs(loader: &Loader, path: &PathBuf) -> Result<()> {
+    let mut bytes = Vec::new();
+    for batch in loader.epoch(0, 0) {
+        let batch = batch?;
+        let size = loader.config().image_size as usize;
+        bytes.extend_from_slice(&batch.images[..batch.len() * size * size * 3]);
+    }
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
