@@ -42,8 +42,12 @@ lint: venv
 # Criterion benches, then the PyTorch baselines on the same machine, then
 # one table of ours ÷ baseline.
 bench: venv
-	cargo bench --bench loss --bench metrics
+	mkdir -p target/bench
+	$(PYTHON) models/export.py --model tresnet_m --num-classes 80 --img-size 224 --out target/bench/tresnet_m_224.pt
+	cargo bench --bench loss --bench metrics --bench pipeline --bench train_step
 	$(PYTHON) bench/loss_baseline.py --out target/bench/loss_baseline.json
+	$(PYTHON) bench/pipeline_baseline.py --out target/bench/pipeline_baseline.json --workers 2
+	$(PYTHON) bench/train_step_baseline.py --model target/bench/tresnet_m_224.pt --out target/bench/train_step_baseline.json
 	$(PYTHON) bench/report.py
 
 train: build

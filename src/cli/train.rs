@@ -32,6 +32,9 @@ pub struct TrainArgs {
     /// Hide progress bars (summary lines are still printed).
     #[arg(long)]
     no_progress: bool,
+    /// Stop at the first unreadable image instead of skipping it (data.strict).
+    #[arg(long)]
+    strict: bool,
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
@@ -95,11 +98,18 @@ fn resolve_config(args: &TrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
     if let Some(resume) = &args.resume {
         let dir = resolve_checkpoint(resume)?;
         let (_, saved) = read_checkpoint(&dir)?;
-        let config = TrainConfig::from_yaml(&saved.to_yaml(), "the checkpoint's config", &args.overrides)?;
+        let mut overrides = args.overrides.clone();
+        if args.strict {
+            overrides.push("data.strict=true".into());
+        }
+        let config = TrainConfig::from_yaml(&saved.to_yaml(), "the checkpoint's config", &overrides)?;
         return Ok((config, Some(dir)));
     }
     let path = args.config.as_ref().expect("clap requires --config without --resume");
     let mut overrides = args.overrides.clone();
+    if args.strict {
+        overrides.push("data.strict=true".into());
+    }
     if let Some(data) = &args.data {
         overrides.push(format!("data.path={}", serde_json::to_string(&data.display().to_string())?));
     }

@@ -44,6 +44,9 @@ pub struct ValidateArgs {
     /// Choose per-class thresholds that maximise F1 and save them beside the model.
     #[arg(long)]
     tune_thresholds: bool,
+    /// Stop at the first unreadable image instead of skipping it.
+    #[arg(long)]
+    strict: bool,
     /// Write the exact u8 NHWC input batches the network saw (raw bytes), for cross-checks.
     #[arg(long)]
     save_inputs: Option<PathBuf>,
@@ -68,7 +71,11 @@ pub fn run(args: &ValidateArgs) -> Result<()> {
     let (mut network, size) = args.model.load()?;
     let data = data_section(args, size)?;
     let dataset = Arc::new(load_split(&data, Split::Val)?);
-    let config = LoaderConfig { threads: data.threads, ..LoaderConfig::evaluation(args.model.batch_size, size) };
+    let config = LoaderConfig {
+        threads: data.threads,
+        strict: args.strict,
+        ..LoaderConfig::evaluation(args.model.batch_size, size)
+    };
     let loader = Loader::new(Arc::clone(&dataset), config)?;
     if let Some(path) = &args.save_inputs {
         save_inputs(&loader, path)?;

@@ -12,7 +12,7 @@
 //! special cases produced by the named constructors.
 
 use super::error::{LossError, Result};
-use super::validate::{check_multi_label, check_same_shape, compute_kind};
+use super::validate::{check_gamma, check_multi_label, check_same_shape, compute_kind};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
@@ -69,11 +69,8 @@ impl AsymmetricLoss {
     /// Validates the parameters: γ± ≥ 0, 0 ≤ m < 1, 0 ≤ eps < 1, all finite.
     pub fn new(config: AsymmetricLossConfig) -> Result<Self> {
         let invalid = |name, value, reason| LossError::InvalidParameter { name, value, reason };
-        for (name, value) in [("gamma_neg", config.gamma_neg), ("gamma_pos", config.gamma_pos)] {
-            if !(value.is_finite() && value >= 0.0) {
-                return Err(invalid(name, value, "must be a finite number >= 0"));
-            }
-        }
+        check_gamma("gamma_neg", config.gamma_neg)?;
+        check_gamma("gamma_pos", config.gamma_pos)?;
         if !(0.0..1.0).contains(&config.clip) {
             return Err(invalid("clip", config.clip, "the margin m must satisfy 0 <= m < 1"));
         }

@@ -5,7 +5,7 @@
 
 use super::asymmetric::{Reduction, FOCUS_BASE_FLOOR};
 use super::error::{LossError, Result};
-use super::validate::{check_two_dimensional, compute_kind, first_flagged, non_finite};
+use super::validate::{check_gamma, check_two_dimensional, compute_kind, first_flagged, non_finite};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -34,11 +34,8 @@ pub struct AsymmetricLossSingleLabel {
 impl AsymmetricLossSingleLabel {
     pub fn new(config: SingleLabelConfig) -> Result<Self> {
         let invalid = |name, value, reason| LossError::InvalidParameter { name, value, reason };
-        for (name, value) in [("gamma_neg", config.gamma_neg), ("gamma_pos", config.gamma_pos)] {
-            if !(value.is_finite() && value >= 0.0) {
-                return Err(invalid(name, value, "must be a finite number >= 0"));
-            }
-        }
+        check_gamma("gamma_neg", config.gamma_neg)?;
+        check_gamma("gamma_pos", config.gamma_pos)?;
         if !(0.0..=1.0).contains(&config.label_smoothing) {
             return Err(invalid("label_smoothing", config.label_smoothing, "must lie in [0, 1]"));
         }

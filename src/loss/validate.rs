@@ -65,3 +65,12 @@ pub(crate) fn check_multi_label(logits: &Tensor, targets: &Tensor) -> Result<()>
     let (row, col, value) = first_flagged(&bad_targets, targets)?;
     Err(LossError::NonBinaryTarget { value, row, col })
 }
+
+/// γ must be a finite number >= 0.
+pub(crate) fn check_gamma(name: &'static str, value: f64) -> Result<()> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(LossError::InvalidParameter { name, value, reason: "must be a finite number >= 0" })
+    }
+}

@@ -45,6 +45,14 @@ pub fn load_split(data: &DataSection, split: Split) -> Result<Dataset, DataError
     Ok(dataset)
 }
 
+/// Single-label training needs exactly one positive per image.
+pub fn check_single_label(dataset: &Dataset) -> Result<(), super::TrainError> {
+    match dataset.samples.iter().find(|s| s.positives.len() != 1) {
+        Some(s) => Err(super::TrainError::NotSingleLabel { path: s.path.clone(), count: s.positives.len() }),
+        None => Ok(()),
+    }
+}
+
 /// `auto` (CUDA 0 when available), `cpu`, `cuda` or `cuda:N`.
 pub fn resolve_device(name: &str) -> Result<Device, ConfigError> {
     let error = |message: String| ConfigError::Key { key: "device".into(), message };

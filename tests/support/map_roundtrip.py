@@ -8,25 +8,14 @@ left out, as asl reports). Prints JSON: {"map": ..., "probabilities": [...]}.
 """
 
 import json
+import os
 import sys
 
 import numpy as np
 import torch
 
-
-def average_precision(output, target):
-    # helper_functions.average_precision from the ASL repository.
-    epsilon = 1e-8
-    indices = output.argsort()[::-1]
-    total_count_ = np.cumsum(np.ones((len(output), 1)))
-    target_ = target[indices]
-    ind = target_ == 1
-    pos_count_ = np.cumsum(ind)
-    total = pos_count_[-1]
-    pos_count_[np.logical_not(ind)] = 0
-    pp = pos_count_ / total_count_
-    precision_at_i_ = np.sum(pp)
-    return precision_at_i_ / (total + epsilon)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "third_party"))
+from asl_reference import average_precision  # noqa: E402
 
 
 def coco_targets(path):
