@@ -7,7 +7,7 @@
 //! Writes target/bench/asl_pipeline.json: {id: nanoseconds per image}.
 
 use asl::data::sources::{CocoOptions, CocoSplit};
-use asl::data::transform::{decode_rgb, resize_into, AugmentConfig};
+use asl::data::transform::{decode_rgb_into, resize_into, AugmentConfig, DecodeBuffers};
 use asl::data::{sample_rng, Loader, LoaderConfig, Stream};
 use fast_image_resize::Resizer;
 use std::collections::BTreeMap;
@@ -60,15 +60,15 @@ fn main() {
 fn stage_breakdown(paths: &[PathBuf], size: u32) -> Vec<(&'static str, f64)> {
     let (mut decode, mut resize, mut augment, mut copy) =
         (Duration::ZERO, Duration::ZERO, Duration::ZERO, Duration::ZERO);
-    let mut resizer = Resizer::new();
+    let (mut resizer, mut buffers) = (Resizer::new(), DecodeBuffers::default());
     let (mut pixels, mut scratch) = (vec![0u8; (size * size * 3) as usize], Vec::new());
     let augment_config = AugmentConfig::default();
     for (i, path) in paths.iter().enumerate() {
         let t = Instant::now();
-        let image = decode_rgb(path).unwrap();
+        let image = decode_rgb_into(path, &mut buffers).unwrap();
         decode += t.elapsed();
         let t = Instant::now();
-        resize_into(&image, size, &mut pixels, &mut resizer, path).unwrap();
+        resize_into(image, size, &mut pixels, &mut resizer, path).unwrap();
         resize += t.elapsed();
         let t = Instant::now();
         augment_config.apply(

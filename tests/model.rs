@@ -166,3 +166,10 @@ fn bad_model_files_and_sizes_are_named_errors() {
     let err = network.check_input_size(100).unwrap_err().to_string();
     assert_eq!(err, "tresnet_m cannot take 100×100 inputs: the input size must be a positive multiple of 32");
 }
+
+#[test]
+fn export_applies_timm_and_model_zoo_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let result = common::python::run_python(&["tests/support/export_weights_check.py", dir.path().to_str().unwrap()]);
+    assert_eq!(result.trim(), "ok");
+}

@@ -6,7 +6,7 @@
 use super::dataset::Dataset;
 use super::error::{DataError, Result};
 use super::rng::{sample_rng, Stream};
-use super::transform::{decode_rgb, resize_into, AugmentConfig};
+use super::transform::{decode_rgb_into, resize_into, AugmentConfig, DecodeBuffers};
 use fast_image_resize::Resizer;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
@@ -225,7 +225,8 @@ struct Producer {
 }
 
 thread_local! {
-    static WORKSPACE: RefCell<(Resizer, Vec<u8>)> = RefCell::new((Resizer::new(), Vec::new()));
+    /// Per worker: decode buffers, the resizer and augmentation scratch, reused across samples.
+    static WORKSPACE: RefCell<(DecodeBuffers, Resizer, Vec<u8>)> = RefCell::new(Default::default());
 }
 
 impl Producer {
@@ -283,11 +284,11 @@ impl Producer {
     /// Decodes, resizes and augments sample `index` into `pixels`.
     fn load(&self, index: usize, pixels: &mut [u8]) -> Result<()> {
         let sample = &self.dataset.samples[index];
-        let decoded = decode_rgb(&sample.path)?;
         let size = self.config.image_size;
         WORKSPACE.with(|workspace| {
-            let (resizer, scratch) = &mut *workspace.borrow_mut();
-            resize_into(&decoded, size, pixels, resizer, &sample.path)?;
+            let (buffers, resizer, scratch) = &mut *workspace.borrow_mut();
+            let decoded = decode_rgb_into(&sample.path, buffers)?;
+            resize_into(decoded, size, pixels, resizer, &sample.path)?;
             let mut rng = sample_rng(Stream::Augment, self.config.seed, self.epoch, index as u64);
             self.config.augment.apply(pixels, size as usize, scratch, &mut rng);
             Ok(())
