@@ -5,7 +5,7 @@
 mod common;
 
 use asl::data::sources::{CocoOptions, CocoSplit};
-use asl::data::transform::decode_rgb;
+use asl::data::transform::{decode_rgb, decode_rgb_into, resize_into, DecodeBuffers, Resizer};
 use asl::data::{Dataset, Loader, LoaderConfig, Sample};
 use common::coco_mini::coco_mini;
 use image::{ImageBuffer, Luma, Rgb, Rgba};
@@ -150,4 +150,52 @@ fn every_colour_format_decodes_to_rgb() {
     ]);
     let p = decode_rgb(&cmyk).unwrap().get_pixel(4, 4).0;
     assert!(p[0] > 200 && p[1] < 60 && p[2] < 60, "CMYK (0, 255, 255, 0) is red, got {p:?}");
+}
+
+#[test]
+fn resize_equals_pillow_bilinear_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let sizes = [
+        (640u32, 480u32),
+        (100, 300),
+        (224, 224),
+        (50, 50),
+        (1000, 333),
+        (224, 500),
+        (500, 224),
+        (37, 1200),
+        (300, 300),
+        (481, 640),
+        (300, 400),
+        (260, 312),
+        (448, 672),
+        (100, 200),
+    ];
+    let mut state = 12345u32;
+    for (i, (w, h)) in sizes.iter().enumerate() {
+        let image = ImageBuffer::from_fn(*w, *h, |x, y| {
+            state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+            // Smooth gradients plus noise, like photos.
+            Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, (state >> 24) as u8])
+        });
+        image.save(dir.path().join(format!("{i}.png"))).unwrap();
+    }
+    let script = format!(
+        "from PIL import Image\nfor i in range({n}):\n    for s in (224, 37):\n        \
+         Image.open('{d}/%d.png' % i).convert('RGB').resize((s, s), Image.BILINEAR).save('{d}/%d_pil%d.png' % (i, s))",
+        n = sizes.len(),
+        d = dir.path().display()
+    );
+    common::python::run_python(&["-c", &script]);
+    let (mut buffers, mut resizer) = (DecodeBuffers::default(), Resizer::new());
+    for (i, size) in sizes.iter().enumerate() {
+        for s in [224u32, 37] {
+            let source = decode_rgb_into(&dir.path().join(format!("{i}.png")), &mut buffers).unwrap();
+            let mut ours = vec![0u8; (s * s * 3) as usize];
+            resize_into(source, s, &mut ours, &mut resizer);
+            let pil = decode_rgb(&dir.path().join(format!("{i}_pil{s}.png"))).unwrap().into_raw();
+            let first = ours.iter().zip(&pil).position(|(a, b)| a != b);
+            assert_eq!(first, None, "image {i} {size:?} → {s}: first byte that differs from Pillow");
+        }
+    }
 }

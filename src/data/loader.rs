@@ -6,8 +6,7 @@
 use super::dataset::Dataset;
 use super::error::{DataError, Result};
 use super::rng::{sample_rng, Stream};
-use super::transform::{decode_rgb_into, resize_into, AugmentConfig, DecodeBuffers};
-use fast_image_resize::Resizer;
+use super::transform::{decode_rgb_into, resize_into, AugmentConfig, DecodeBuffers, Resizer};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -288,7 +287,7 @@ impl Producer {
         WORKSPACE.with(|workspace| {
             let (buffers, resizer, scratch) = &mut *workspace.borrow_mut();
             let decoded = decode_rgb_into(&sample.path, buffers)?;
-            resize_into(decoded, size, pixels, resizer, &sample.path)?;
+            resize_into(decoded, size, pixels, resizer);
             let mut rng = sample_rng(Stream::Augment, self.config.seed, self.epoch, index as u64);
             self.config.augment.apply(pixels, size as usize, scratch, &mut rng);
             Ok(())

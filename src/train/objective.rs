@@ -29,11 +29,11 @@ impl Objective {
         })
     }
 
-    /// γ−, or `None` for the single-label loss.
-    pub fn gamma_neg(&self) -> Option<f64> {
+    /// The current γ− (both losses have one).
+    pub fn gamma_neg(&self) -> f64 {
         match self {
-            Objective::Asymmetric { loss, .. } => Some(loss.config().gamma_neg),
-            Objective::SingleLabel(l) => Some(l.config().gamma_neg),
+            Objective::Asymmetric { loss, .. } => loss.config().gamma_neg,
+            Objective::SingleLabel(l) => l.config().gamma_neg,
         }
     }
 

@@ -293,7 +293,7 @@ impl Trainer {
             }
         }
         if let LossSection::Asymmetric(s) = &self.config.loss {
-            m.scalar("asl/gamma_neg", self.objective.gamma_neg().unwrap_or(s.gamma_neg), step);
+            m.scalar("asl/gamma_neg", self.objective.gamma_neg(), step);
             m.scalar("asl/gamma_pos", s.gamma_pos, step);
             m.scalar("asl/clip", s.clip, step);
         }
@@ -329,7 +329,7 @@ impl Trainer {
     fn progress_message(&self, meter: &EpochMeter) -> String {
         let loss = self.state.epoch_loss_sum / self.state.epoch_loss_count.max(1) as f64;
         let delta = format_option(meter.stats.delta());
-        let gamma = self.objective.gamma_neg().unwrap_or(0.0);
+        let gamma = self.objective.gamma_neg();
         format!("loss {loss:.4} Δp {delta} γ- {gamma:.3} {:.0} img/s", meter.images_per_second())
     }
 
@@ -374,7 +374,7 @@ impl Trainer {
             cf1: model.report.at_threshold.cf1,
             of1: model.report.at_threshold.of1,
             delta_p: model.stats.delta(),
-            gamma_neg: self.objective.gamma_neg().unwrap_or(0.0),
+            gamma_neg: self.objective.gamma_neg(),
             seconds: elapsed.as_secs_f64(),
         };
         self.log_epoch(&record, &model);

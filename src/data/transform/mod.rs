@@ -9,7 +9,7 @@ mod resize;
 pub use cutout::cutout;
 pub use decode::{decode_rgb, decode_rgb_into, DecodeBuffers, RgbView};
 pub use randaugment::{apply as apply_op, rand_augment, Op, RandAugmentConfig, OPS};
-pub use resize::resize_into;
+pub use resize::{resize_into, Resizer};
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
