@@ -157,3 +157,12 @@ fn an_existing_run_is_never_overwritten() {
     assert!(!again.status.success());
     assert!(text(&again).contains("already holds checkpoints; continue it with --resume"), "{}", text(&again));
 }
+
+#[test]
+fn single_label_loss_refuses_multi_label_data() {
+    let f = Fixture::new();
+    let run = f.run("single", &["--set", "loss={kind: single_label}"]);
+    assert!(!run.status.success());
+    let message = text(&run);
+    assert!(message.contains("single-label training needs exactly one positive per image;"), "{message}");
+}

@@ -8,6 +8,7 @@ use super::error::{Result, TrainError};
 use super::evaluate::{evaluate, Evaluation};
 use super::objective::{batch_stats, Objective};
 use super::schedule::OneCycle;
+use super::setup::check_single_label;
 use super::{Adam, StepHyper};
 use crate::config::{AmpMode, LossSection, TrainConfig};
 use crate::data::{Batch, Loader};
@@ -73,6 +74,10 @@ impl Trainer {
     pub fn new(setup: TrainerSetup) -> Result<Self> {
         let TrainerSetup { config, run_dir, mut network, train_loader, val_loader, resume, stop, show_progress } =
             setup;
+        if matches!(config.loss, LossSection::SingleLabel(_)) {
+            check_single_label(train_loader.dataset())?;
+            check_single_label(val_loader.dataset())?;
+        }
         network.freeze(&config.model.freeze)?;
         let mut optimizer = Adam::new(network.trainable_parameters()?, config.optimizer)?;
         let steps_per_epoch = train_loader.batches_per_epoch().div_ceil(config.train.grad_accumulation);
@@ -82,18 +87,7 @@ impl Trainer {
         let amp = config.train.amp == AmpMode::Auto && network.device().is_cuda();
         let mut scaler = if amp { Some(GradScaler::new(network.device())?) } else { None };
         let (ema, state) = match &resume {
-            Some(dir) => {
-                let state = super::checkpoint::read_checkpoint(dir)?.0;
-                optimizer.load(&dir.join(OPTIMIZER_FILE), network.device())?;
-                let ema = ModelEma::from_network(
-                    Network::load(&dir.join(EMA_FILE), network.device())?,
-                    config.train.ema_decay,
-                )?;
-                if let (Some(s), Some((scale, tracker))) = (&mut scaler, state.grad_scaler) {
-                    s.restore(scale, tracker)?;
-                }
-                (ema, state)
-            }
+            Some(dir) => restore(dir, &network, &config, &mut optimizer, scaler.as_mut())?,
             None => (ModelEma::new(&network, config.train.ema_decay)?, TrainState::default()),
         };
         let adaptive = match (&config.loss, &state.adaptive) {
@@ -466,6 +460,23 @@ impl Trainer {
     pub fn device(&self) -> Device {
         self.network.device()
     }
+}
+
+/// The EMA, state, optimizer moments and scaler of a checkpoint directory.
+fn restore(
+    dir: &Path,
+    network: &Network,
+    config: &TrainConfig,
+    optimizer: &mut Adam,
+    scaler: Option<&mut GradScaler>,
+) -> Result<(ModelEma, TrainState)> {
+    let state = super::checkpoint::read_checkpoint(dir)?.0;
+    optimizer.load(&dir.join(OPTIMIZER_FILE), network.device())?;
+    let ema = ModelEma::from_network(Network::load(&dir.join(EMA_FILE), network.device())?, config.train.ema_decay)?;
+    if let (Some(scaler), Some((scale, tracker))) = (scaler, state.grad_scaler) {
+        scaler.restore(scale, tracker)?;
+    }
+    Ok((ema, state))
 }
 
 fn format_option(value: Option<f64>) -> String {
