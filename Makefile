@@ -10,7 +10,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: venv build test bench lint loss-curves train tensorboard clean-venv
+.PHONY: venv build test bench lint loss-curves train tensorboard reproduce clean-venv
 
 # `make train COCO=/data/coco` trains configs/coco.yaml on that dataset;
 # plain `make train` trains configs/demo.yaml on the built-in synthetic
@@ -60,6 +60,10 @@ endif
 
 tensorboard: venv
 	$(VENV)/bin/tensorboard --logdir runs
+
+# The paper's loss comparison at CPU scale (about 15 minutes on 2 cores).
+reproduce: build
+	./target/release/asl reproduce --out runs/reproduce
 
 loss-curves: build
 	./target/release/asl loss-curves --out runs/loss-curves

@@ -24,6 +24,8 @@ enum Command {
     Validate(cli::validate::ValidateArgs),
     /// Predict labels for images, directories or lists of images, as JSON Lines.
     Infer(cli::infer::InferArgs),
+    /// The paper's loss comparison on synthetic data: CE, focal, AF, CE+PS, ASL, adaptive ASL × seeds.
+    Reproduce(cli::reproduce::ReproduceArgs),
     /// Write the built-in synthetic multi-label dataset (coloured shapes, COCO format).
     Synth(cli::synth::SynthArgs),
     /// Print the libtorch build, thread count and CUDA devices in use.
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::Train(args) => cli::train::run(&args),
         Command::Validate(args) => cli::validate::run(&args),
         Command::Infer(args) => cli::infer::run(&args),
+        Command::Reproduce(args) => cli::reproduce::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 //! replace it. Only `add_scalar` and `add_histogram_raw` are used; the
 //! crate's other histogram and text methods panic.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use tensorboard_rs::summary_writer::SummaryWriter;
 
@@ -11,6 +12,8 @@ const HISTOGRAM_BUCKETS: usize = 50;
 
 pub struct Monitor {
     writer: Option<SummaryWriter>,
+    /// Every scalar logged, kept in memory for reports (`asl reproduce`).
+    series: BTreeMap<String, Vec<(u64, f64)>>,
 }
 
 impl Monitor {
@@ -18,20 +21,27 @@ impl Monitor {
     /// writers created in the same second overwrite each other's file.
     pub fn new(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        Ok(Self { writer: Some(SummaryWriter::new(dir)) })
+        Ok(Self { writer: Some(SummaryWriter::new(dir)), series: BTreeMap::new() })
     }
 
     /// A monitor that records nothing.
     pub fn disabled() -> Self {
-        Self { writer: None }
+        Self { writer: None, series: BTreeMap::new() }
     }
 
     pub fn scalar(&mut self, tag: &str, value: f64, step: u64) {
-        if let Some(writer) = &mut self.writer {
-            if value.is_finite() {
-                writer.add_scalar(tag, value as f32, step as usize);
-            }
+        if !value.is_finite() {
+            return;
         }
+        self.series.entry(tag.to_string()).or_default().push((step, value));
+        if let Some(writer) = &mut self.writer {
+            writer.add_scalar(tag, value as f32, step as usize);
+        }
+    }
+
+    /// The (step, value) pairs logged under `tag` so far.
+    pub fn series(&self, tag: &str) -> &[(u64, f64)] {
+        self.series.get(tag).map_or(&[], Vec::as_slice)
     }
 
     /// Histogram of values in [0, 1] (probabilities).

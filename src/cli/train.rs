@@ -1,11 +1,14 @@
 //! `asl train`: resolve the config, data and model, then run the trainer.
 
+use super::export::export_with_timm;
 use anyhow::{bail, Context, Result};
 use asl::config::TrainConfig;
-use asl::data::{Dataset, Loader, LoaderConfig};
+use asl::data::{Dataset, Loader};
 use asl::model::Network;
 use asl::train::checkpoint::{read_checkpoint, resolve_checkpoint, EpochRecord, MODEL_FILE};
-use asl::train::{load_split, resolve_device, Outcome, Split, Trainer, TrainerSetup};
+use asl::train::{
+    load_split, resolve_device, train_loader_config, val_loader_config, Outcome, Split, Trainer, TrainerSetup,
+};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -116,32 +119,6 @@ fn resolve_config(args: &TrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
     Ok((TrainConfig::load(path, &overrides)?, None))
 }
 
-fn train_loader_config(config: &TrainConfig) -> LoaderConfig {
-    let d = &config.data;
-    LoaderConfig {
-        batch_size: d.batch_size,
-        image_size: d.image_size,
-        shuffle: true,
-        drop_last: d.drop_last,
-        augment: d.augment,
-        prefetch: d.prefetch,
-        threads: d.threads,
-        strict: d.strict,
-        seed: config.seed,
-    }
-}
-
-fn val_loader_config(config: &TrainConfig) -> LoaderConfig {
-    let d = &config.data;
-    let batch = d.val_batch_size.unwrap_or(d.batch_size);
-    LoaderConfig {
-        prefetch: d.prefetch,
-        threads: d.threads,
-        strict: d.strict,
-        ..LoaderConfig::evaluation(batch, d.image_size)
-    }
-}
-
 /// The network to train: the checkpoint's, the configured file, or a fresh
 /// export of `model.timm`; its classifier sized to the dataset.
 fn prepare_network(
@@ -156,7 +133,14 @@ fn prepare_network(
     }
     let path = match &config.model.path {
         Some(path) => path.clone(),
-        None => export_with_timm(config, train.num_classes(), run_dir)?,
+        None => export_with_timm(
+            &config.model.timm,
+            config.model.weights.as_deref(),
+            train.num_classes(),
+            config.data.image_size,
+            config.seed,
+            &run_dir.join("init"),
+        )?,
     };
     let mut network = Network::load(&path, device)?;
     network.check_input_size(config.data.image_size as i64)?;
@@ -168,37 +152,6 @@ fn prepare_network(
         network.set_class_names(train.class_names.clone());
     }
     Ok(network)
-}
-
-/// Runs `models/export.py` with the project's python.
-fn export_with_timm(config: &TrainConfig, classes: usize, run_dir: &Path) -> Result<PathBuf> {
-    let script = Path::new("models/export.py");
-    if !script.is_file() {
-        bail!("model.path is not set and models/export.py is not in the current directory; run from the asl checkout or set model.path");
-    }
-    let out = run_dir.join("init").join(format!("{}.pt", config.model.timm));
-    let python = std::env::var_os("ASL_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        let venv = PathBuf::from(".venv/bin/python");
-        if venv.exists() {
-            venv
-        } else {
-            PathBuf::from("python3")
-        }
-    });
-    let mut command = std::process::Command::new(&python);
-    command.arg(script).args(["--model", &config.model.timm, "--num-classes", &classes.to_string()]);
-    command
-        .args(["--img-size", &config.data.image_size.to_string(), "--seed", &config.seed.to_string(), "--out"])
-        .arg(&out);
-    if let Some(weights) = &config.model.weights {
-        command.arg("--weights").arg(weights);
-    }
-    println!("exporting {} with {}", config.model.timm, python.display());
-    let status = command.status().with_context(|| format!("cannot run {}", python.display()))?;
-    if !status.success() {
-        bail!("models/export.py failed for {} ({status})", config.model.timm);
-    }
-    Ok(out)
 }
 
 fn print_table(history: &[EpochRecord], best_epoch: Option<usize>, best_map: Option<f64>) {

@@ -15,10 +15,12 @@ pub struct Curve {
     pub values: Vec<f64>,
 }
 
-/// Curves sampled at the same probabilities.
+/// Curves sampled at the same x values (probabilities for Figures 2 and 3).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CurveSet {
-    pub probabilities: Vec<f64>,
+    /// Name of the x column in CSV output.
+    pub x_name: String,
+    pub x: Vec<f64>,
     pub curves: Vec<Curve>,
 }
 
@@ -79,7 +81,7 @@ pub fn figure_curves(params: &CurveParameters, points: usize) -> Result<(CurveSe
             let (values, gradient) = negative_loss_and_gradient(&loss, &probabilities)?;
             curves.push(Curve { name, values: if take_gradient { gradient } else { values } });
         }
-        Ok(CurveSet { probabilities: probabilities.clone(), curves })
+        Ok(CurveSet { x_name: "p".into(), x: probabilities.clone(), curves })
     };
     let figure2 = members(
         vec![
@@ -106,15 +108,15 @@ fn asl_name(gamma_neg: f64, gamma_pos: f64, clip: f64) -> String {
 }
 
 impl CurveSet {
-    /// CSV with a `p` column followed by one column per curve.
+    /// CSV with the x column followed by one column per curve.
     pub fn to_csv(&self) -> String {
-        let mut out = String::from("p");
+        let mut out = self.x_name.clone();
         for curve in &self.curves {
             out.push(',');
             out.push_str(&curve.name);
         }
         out.push('\n');
-        for (i, p) in self.probabilities.iter().enumerate() {
+        for (i, p) in self.x.iter().enumerate() {
             out.push_str(&p.to_string());
             for curve in &self.curves {
                 out.push(',');

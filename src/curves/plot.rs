@@ -38,11 +38,15 @@ fn register_embedded_font() {
     });
 }
 
-/// Draws every curve of `set` against p into a 900×600 PNG at `path`.
+/// Draws every curve of `set` against its x values into a 900×600 PNG at `path`.
 pub fn plot_curves(set: &CurveSet, labels: &PlotLabels, path: &Path) -> Result<(), PlotError> {
     let error = |e: &dyn std::fmt::Display| PlotError { path: path.display().to_string(), message: e.to_string() };
     register_embedded_font();
-    let y_max = set.curves.iter().flat_map(|c| c.values.iter().copied()).fold(0.0_f64, f64::max);
+    let values = || set.curves.iter().flat_map(|c| c.values.iter().copied()).filter(|v| v.is_finite());
+    let (y_min, y_max) = (values().fold(0.0_f64, f64::min), values().fold(0.0_f64, f64::max));
+    let x_min = set.x.iter().copied().fold(f64::INFINITY, f64::min).min(0.0);
+    let x_max = set.x.iter().copied().fold(f64::NEG_INFINITY, f64::max).max(x_min + 1e-9);
+    let margin = 0.05 * (y_max - y_min).max(1e-9);
     let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| error(&e))?;
     let mut chart = ChartBuilder::on(&root)
@@ -50,11 +54,11 @@ pub fn plot_curves(set: &CurveSet, labels: &PlotLabels, path: &Path) -> Result<(
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(64)
-        .build_cartesian_2d(0.0..1.0, 0.0..y_max * 1.05)
+        .build_cartesian_2d(x_min..x_max, (y_min - if y_min < 0.0 { margin } else { 0.0 })..y_max + margin)
         .map_err(|e| error(&e))?;
     chart.configure_mesh().x_desc(labels.x).y_desc(labels.y).draw().map_err(|e| error(&e))?;
     for (curve, color) in set.curves.iter().zip(PALETTE.iter().cycle()) {
-        let points = set.probabilities.iter().copied().zip(curve.values.iter().copied());
+        let points = set.x.iter().copied().zip(curve.values.iter().copied());
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(|e| error(&e))?

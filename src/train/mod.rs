@@ -17,5 +17,5 @@ pub use evaluate::{evaluate, Evaluation};
 pub use objective::{batch_stats, Objective};
 pub use optimizer::{clip_grad_norm, Adam, OptimizerConfig, OptimizerError, OptimizerKind, StepHyper};
 pub use schedule::OneCycle;
-pub use setup::{check_single_label, load_split, resolve_device, Split};
+pub use setup::{check_single_label, load_split, resolve_device, train_loader_config, val_loader_config, Split};
 pub use trainer::{Outcome, Trainer, TrainerSetup};

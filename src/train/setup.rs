@@ -1,8 +1,8 @@
 //! Turning a config into datasets and a device.
 
-use crate::config::{ConfigError, DataSection, SourceKind};
+use crate::config::{ConfigError, DataSection, SourceKind, TrainConfig};
 use crate::data::sources::{load_list, load_voc, CocoOptions, CocoSplit, ListOptions};
-use crate::data::{DataError, Dataset};
+use crate::data::{DataError, Dataset, LoaderConfig};
 use tch::Device;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,5 +69,33 @@ pub fn resolve_device(name: &str) -> Result<Device, ConfigError> {
             }
             Ok(Device::Cuda(index))
         }
+    }
+}
+
+/// The training loader settings a config describes (shuffled, augmented).
+pub fn train_loader_config(config: &TrainConfig) -> LoaderConfig {
+    let d = &config.data;
+    LoaderConfig {
+        batch_size: d.batch_size,
+        image_size: d.image_size,
+        shuffle: true,
+        drop_last: d.drop_last,
+        augment: d.augment,
+        prefetch: d.prefetch,
+        threads: d.threads,
+        strict: d.strict,
+        seed: config.seed,
+    }
+}
+
+/// The validation loader settings (dataset order, no augmentation).
+pub fn val_loader_config(config: &TrainConfig) -> LoaderConfig {
+    let d = &config.data;
+    let batch = d.val_batch_size.unwrap_or(d.batch_size);
+    LoaderConfig {
+        prefetch: d.prefetch,
+        threads: d.threads,
+        strict: d.strict,
+        ..LoaderConfig::evaluation(batch, d.image_size)
     }
 }

@@ -131,6 +131,10 @@ impl Trainer {
         &self.state
     }
 
+    pub fn monitor(&self) -> &Monitor {
+        &self.monitor
+    }
+
     fn amp(&self) -> bool {
         self.scaler.is_some()
     }
