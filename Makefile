@@ -48,6 +48,8 @@ bench: venv
 	$(PYTHON) bench/loss_baseline.py --out target/bench/loss_baseline.json
 	$(PYTHON) bench/pipeline_baseline.py --out target/bench/pipeline_baseline.json --workers 2
 	$(PYTHON) bench/train_step_baseline.py --model target/bench/tresnet_m_224.pt --out target/bench/train_step_baseline.json
+	cargo build --release
+	$(PYTHON) bench/infer_baseline.py --model target/bench/tresnet_m_224.pt
 	$(PYTHON) bench/report.py
 
 train: build

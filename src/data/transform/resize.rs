@@ -152,7 +152,8 @@ impl Axis {
 
 /// Resamples each row of `source` (whose rows hold `columns.len` pixels,
 /// input columns `columns.first..`) to `out_width` pixels.
-fn horizontal_pass(source: &[u8], columns: Span, axis: &Axis, destination: &mut [u8], out_width: usize) {
+#[inline(always)]
+fn horizontal_pass_generic(source: &[u8], columns: Span, axis: &Axis, destination: &mut [u8], out_width: usize) {
     let in_stride = columns.len * 3;
     for (row_in, row_out) in source.chunks_exact(in_stride).zip(destination.chunks_exact_mut(out_width * 3)) {
         for (x, pixel) in row_out.chunks_exact_mut(3).enumerate() {
@@ -173,7 +174,8 @@ fn horizontal_pass(source: &[u8], columns: Span, axis: &Axis, destination: &mut 
 /// is input row `row_offset`) vertically into `destination`. Each output row
 /// is a weighted sum of whole input rows, so the inner loop runs over
 /// contiguous bytes.
-fn vertical_pass(
+#[inline(always)]
+fn vertical_pass_generic(
     source: &[u8],
     width: usize,
     columns: Span,
@@ -198,3 +200,45 @@ fn vertical_pass(
         }
     }
 }
+
+/// Integer arithmetic gives the same bytes whatever the vector width, so the
+/// passes are compiled twice and the AVX2 copy is used where the CPU has it.
+macro_rules! dispatch {
+    ($name:ident, $avx2:ident, $generic:ident, ($($arg:ident: $ty:ty),*)) => {
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                return unsafe { $avx2($($arg),*) };
+            }
+            $generic($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        unsafe fn $avx2($($arg: $ty),*) {
+            $generic($($arg),*)
+        }
+    };
+}
+
+dispatch!(
+    horizontal_pass,
+    horizontal_pass_avx2,
+    horizontal_pass_generic,
+    (source: &[u8], columns: Span, axis: &Axis, destination: &mut [u8], out_width: usize)
+);
+dispatch!(
+    vertical_pass,
+    vertical_pass_avx2,
+    vertical_pass_generic,
+    (
+        source: &[u8],
+        width: usize,
+        columns: Span,
+        axis: &Axis,
+        row_offset: usize,
+        destination: &mut [u8],
+        sums: &mut Vec<i32>
+    )
+);
