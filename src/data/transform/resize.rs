@@ -101,6 +101,24 @@ impl Resizer {
 /// outputs over a grid of sizes); either pass runs over only the rows or
 /// columns the other one reads.
 pub fn resize_into(source: RgbView, size: u32, destination: &mut [u8], resizer: &mut Resizer) {
+    // Integer arithmetic gives the same bytes whatever the vector width, so the
+    // passes are also compiled for AVX2 and that copy is used where the CPU has it.
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { resize_avx2(source, size, destination, resizer) };
+    }
+    resize(source, size, destination, resizer)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn resize_avx2(source: RgbView, size: u32, destination: &mut [u8], resizer: &mut Resizer) {
+    resize(source, size, destination, resizer)
+}
+
+#[inline(always)]
+fn resize(source: RgbView, size: u32, destination: &mut [u8], resizer: &mut Resizer) {
     let (in_w, in_h, out) = (source.width as usize, source.height as usize, size as usize);
     if in_w == out && in_h == out {
         destination.copy_from_slice(source.pixels);
@@ -153,7 +171,7 @@ impl Axis {
 /// Resamples each row of `source` (whose rows hold `columns.len` pixels,
 /// input columns `columns.first..`) to `out_width` pixels.
 #[inline(always)]
-fn horizontal_pass_generic(source: &[u8], columns: Span, axis: &Axis, destination: &mut [u8], out_width: usize) {
+fn horizontal_pass(source: &[u8], columns: Span, axis: &Axis, destination: &mut [u8], out_width: usize) {
     let in_stride = columns.len * 3;
     for (row_in, row_out) in source.chunks_exact(in_stride).zip(destination.chunks_exact_mut(out_width * 3)) {
         for (x, pixel) in row_out.chunks_exact_mut(3).enumerate() {
@@ -175,7 +193,7 @@ fn horizontal_pass_generic(source: &[u8], columns: Span, axis: &Axis, destinatio
 /// is a weighted sum of whole input rows, so the inner loop runs over
 /// contiguous bytes.
 #[inline(always)]
-fn vertical_pass_generic(
+fn vertical_pass(
     source: &[u8],
     width: usize,
     columns: Span,
@@ -200,45 +218,3 @@ fn vertical_pass_generic(
         }
     }
 }
-
-/// Integer arithmetic gives the same bytes whatever the vector width, so the
-/// passes are compiled twice and the AVX2 copy is used where the CPU has it.
-macro_rules! dispatch {
-    ($name:ident, $avx2:ident, $generic:ident, ($($arg:ident: $ty:ty),*)) => {
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2, checked just above.
-                return unsafe { $avx2($($arg),*) };
-            }
-            $generic($($arg),*)
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2")]
-        unsafe fn $avx2($($arg: $ty),*) {
-            $generic($($arg),*)
-        }
-    };
-}
-
-dispatch!(
-    horizontal_pass,
-    horizontal_pass_avx2,
-    horizontal_pass_generic,
-    (source: &[u8], columns: Span, axis: &Axis, destination: &mut [u8], out_width: usize)
-);
-dispatch!(
-    vertical_pass,
-    vertical_pass_avx2,
-    vertical_pass_generic,
-    (
-        source: &[u8],
-        width: usize,
-        columns: Span,
-        axis: &Axis,
-        row_offset: usize,
-        destination: &mut [u8],
-        sums: &mut Vec<i32>
-    )
-);
