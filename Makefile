@@ -10,7 +10,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: venv build test bench lint loss-curves train tensorboard reproduce clean-venv
+.PHONY: venv build test bench lint loss-curves train tensorboard reproduce gpu-stage clean-venv
 
 # `make train COCO=/data/coco` trains configs/coco.yaml on that dataset;
 # plain `make train` trains configs/demo.yaml on the built-in synthetic
@@ -69,6 +69,18 @@ reproduce: build
 
 loss-curves: build
 	./target/release/asl loss-curves --out runs/loss-curves
+
+# Stages in .device/ (git-ignored) what bench/gpu.sh needs on the borrowed
+# GPU machine: the release binary, the loss bench and a copy of coco-mini.
+# Then: device run, carry [".device"], command `bash bench/gpu.sh`.
+COCO_MINI ?= ../shared/data/coco-mini
+gpu-stage: build
+	rm -rf .device && mkdir -p .device
+	cp target/release/asl .device/asl
+	cargo bench --no-run --bench loss --message-format=json \
+	  | $(PYTHON) -c 'import json, sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("target", {}).get("name") == "loss" and m.get("executable")][0])' \
+	  | xargs -I{} cp {} .device/loss_bench
+	cp -r $(COCO_MINI) .device/coco-mini
 
 clean-venv:
 	rm -rf $(VENV)

@@ -11,7 +11,7 @@ import time
 
 import timm
 import torch
-from timm.loss import AsymmetricLossMultiLabel
+from timm_asl import reference_asl
 
 BATCH, STEPS = 8, 3
 
@@ -30,7 +30,7 @@ def main():
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and not n.endswith(".bias")]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1 or n.endswith(".bias")]
     optimizer = torch.optim.Adam([{"params": decay, "weight_decay": 1e-4}, {"params": no_decay, "weight_decay": 0}], lr=1e-4)
-    loss_fn = AsymmetricLossMultiLabel(gamma_neg=4, gamma_pos=0, clip=0.05, disable_torch_grad_focal_loss=True)
+    loss_fn = reference_asl()
     torch.manual_seed(0)
     images = torch.rand(BATCH, 3, 224, 224)
     targets = (torch.rand(BATCH, 80) < 0.04).float()

@@ -67,7 +67,7 @@ fn epoch_line(output: &Output, epoch: usize) -> String {
     let prefix = format!("epoch {epoch:>3}  loss");
     let line =
         stdout.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no epoch {epoch} in:\n{stdout}"));
-    // Drop the wall-clock seconds at the end.
+    // Drop the wall-clock figures (seconds, images/s, data wait) at the end.
     line.rsplit_once("  ").unwrap().0.to_string()
 }
 

@@ -1,10 +1,12 @@
 //! TorchScript networks trained from Rust, and their EMA copy.
 
+mod autocast;
 mod card;
 mod ema;
 mod error;
 mod network;
 
+pub use autocast::{cuda_autocast_enabled, with_cuda_autocast};
 pub use card::{card_path, ModelCard};
 pub use ema::ModelEma;
 pub use error::{ModelError, Result};

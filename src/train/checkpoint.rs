@@ -29,6 +29,12 @@ pub struct EpochRecord {
     pub delta_p: Option<f64>,
     pub gamma_neg: f64,
     pub seconds: f64,
+    /// Training throughput over the epoch's steps (validation and checkpoints excluded).
+    #[serde(default)]
+    pub images_per_second: f64,
+    /// Share of those steps' time spent waiting for the loader: near 0 means the model, not the data, sets the pace.
+    #[serde(default)]
+    pub data_wait_fraction: f64,
 }
 
 /// Where training stands; everything needed besides the tensors.

@@ -41,7 +41,8 @@ pub fn evaluate(
         }
         let images = batch.images_tensor(device)?;
         let targets = batch.targets_tensor(device)?;
-        let logits = tch::no_grad(|| tch::autocast(amp, || network.forward(&images)))?.f_to_kind(Kind::Float)?;
+        let logits = tch::no_grad(|| crate::model::with_cuda_autocast(amp, || network.forward(&images)))?
+            .f_to_kind(Kind::Float)?;
         stats.merge(&batch_stats(&logits, &targets)?);
         let p = logits.f_sigmoid()?;
         metrics.update(&p, &targets)?;

@@ -56,10 +56,10 @@ pub fn check_single_label(dataset: &Dataset) -> Result<(), super::TrainError> {
 /// `auto` (CUDA 0 when available), `cpu`, `cuda` or `cuda:N`.
 pub fn resolve_device(name: &str) -> Result<Device, ConfigError> {
     let error = |message: String| ConfigError::Key { key: "device".into(), message };
-    match name {
-        "auto" => Ok(Device::cuda_if_available()),
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => resolve_device("cuda:0"),
+    let device = match name {
+        "auto" => Device::cuda_if_available(),
+        "cpu" => Device::Cpu,
+        "cuda" => return resolve_device("cuda:0"),
         other => {
             let index = other.strip_prefix("cuda:").and_then(|i| i.parse::<usize>().ok());
             let index = index.ok_or_else(|| error(format!("`{other}` is not auto, cpu, cuda or cuda:N")))?;
@@ -67,9 +67,14 @@ pub fn resolve_device(name: &str) -> Result<Device, ConfigError> {
             if index >= available {
                 return Err(error(format!("`{other}` requested but {available} CUDA devices are available")));
             }
-            Ok(Device::Cuda(index))
+            Device::Cuda(index)
         }
+    };
+    if device.is_cuda() {
+        // Every batch is N×3×S×S, so cuDNN's per-shape autotuning is paid once and then reused.
+        tch::Cuda::cudnn_set_benchmark(true);
     }
+    Ok(device)
 }
 
 /// The training loader settings a config describes (shuffled, augmented).

@@ -144,13 +144,13 @@ impl Trainer {
         while self.state.epoch < self.config.train.epochs {
             let started = Instant::now();
             let epoch = self.state.epoch;
-            let Some(train_loss) = self.train_epoch(epoch)? else {
+            let Some((train_loss, meter)) = self.train_epoch(epoch)? else {
                 let checkpoint = self.checkpoint("last")?;
                 return Ok(Outcome::Interrupted { checkpoint });
             };
-            let record = self.end_epoch(epoch, train_loss, started.elapsed())?;
+            let record = self.end_epoch(epoch, train_loss, &meter, started.elapsed())?;
             println!(
-                "epoch {:>3}  loss {:.4}  mAP {}  mAP(EMA) {}  CF1 {:.2}  OF1 {:.2}  Δp {}  γ- {:.3}  {:.0}s",
+                "epoch {:>3}  loss {:.4}  mAP {}  mAP(EMA) {}  CF1 {:.2}  OF1 {:.2}  Δp {}  γ- {:.3}  {:.0}s {:.1} img/s data-wait {:.1}%",
                 epoch + 1,
                 record.train_loss,
                 format_option(record.map),
@@ -159,7 +159,9 @@ impl Trainer {
                 record.of1,
                 format_option(record.delta_p),
                 record.gamma_neg,
-                record.seconds
+                record.seconds,
+                record.images_per_second,
+                record.data_wait_fraction * 100.0
             );
         }
         self.monitor.flush();
@@ -170,8 +172,9 @@ impl Trainer {
         })
     }
 
-    /// Runs the remaining batches of `epoch`; `None` when stopped early.
-    fn train_epoch(&mut self, epoch: usize) -> Result<Option<f64>> {
+    /// Runs the remaining batches of `epoch`: its mean loss and speed, or
+    /// `None` when stopped early.
+    fn train_epoch(&mut self, epoch: usize) -> Result<Option<(f64, EpochMeter)>> {
         self.network.set_train(true)?;
         let accumulation = self.config.train.grad_accumulation;
         let limit = self.config.train.max_steps_per_epoch.map_or(usize::MAX, |m| m * accumulation);
@@ -206,7 +209,7 @@ impl Trainer {
         if iter.skipped() > 0 {
             println!("epoch {}: {} unreadable images skipped", epoch + 1, iter.skipped());
         }
-        Ok(Some(self.state.epoch_loss_sum / self.state.epoch_loss_count.max(1) as f64))
+        Ok(Some((self.state.epoch_loss_sum / self.state.epoch_loss_count.max(1) as f64, meter)))
     }
 
     fn train_batch(&mut self, batch: &Batch, epoch: usize, step_now: bool, meter: &mut EpochMeter) -> Result<()> {
@@ -219,7 +222,7 @@ impl Trainer {
         // The global RNG (dropout, drop-path) is reseeded per batch so a resumed run draws the same numbers.
         tch::manual_seed(self.config.seed as i64 ^ ((epoch as i64) << 32) ^ self.state.batch_in_epoch as i64);
         let amp = self.amp();
-        let forward = tch::autocast(amp, || self.network.forward(&images));
+        let forward = crate::model::with_cuda_autocast(amp, || self.network.forward(&images));
         let logits = forward.map_err(|e| self.classify_error(e.into(), epoch))?.f_to_kind(Kind::Float)?;
         let loss = match self.objective.loss(&logits, &targets) {
             Err(TrainError::Loss(LossError::NonFiniteLogit { value, .. })) if !amp => {
@@ -362,7 +365,13 @@ impl Trainer {
     }
 
     /// Validates model and EMA, records the epoch, writes checkpoints.
-    fn end_epoch(&mut self, epoch: usize, train_loss: f64, elapsed: Duration) -> Result<EpochRecord> {
+    fn end_epoch(
+        &mut self,
+        epoch: usize,
+        train_loss: f64,
+        meter: &EpochMeter,
+        elapsed: Duration,
+    ) -> Result<EpochRecord> {
         let (model, ema) = self.validate_both()?;
         let record = EpochRecord {
             epoch: epoch + 1,
@@ -374,6 +383,8 @@ impl Trainer {
             delta_p: model.stats.delta(),
             gamma_neg: self.objective.gamma_neg(),
             seconds: elapsed.as_secs_f64(),
+            images_per_second: meter.images_per_second(),
+            data_wait_fraction: meter.wait_fraction(),
         };
         self.log_epoch(&record, &model);
         let best_of_two = record.map.into_iter().chain(record.map_ema).reduce(f64::max);
