@@ -7,7 +7,7 @@
 //! Writes target/bench/asl_pipeline.json: {id: nanoseconds per image}.
 
 use asl::data::sources::{CocoOptions, CocoSplit};
-use asl::data::transform::{decode_rgb_into, resize_into, AugmentConfig, DecodeBuffers, Resizer};
+use asl::data::transform::{apply_op, decode_rgb_into, resize_into, AugmentConfig, DecodeBuffers, Resizer, OPS};
 use asl::data::{sample_rng, Loader, LoaderConfig, Stream};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -49,6 +49,9 @@ fn main() {
             println!("  {stage:<8} {:.2} ms/image (one thread)", ns / 1e6);
             results.insert(format!("stage/{size}/{stage}"), ns);
         }
+        let costs = op_costs(&dataset.samples.iter().take(32).map(|s| s.path.clone()).collect::<Vec<_>>(), size);
+        let line: Vec<String> = costs.iter().map(|(op, ns)| format!("{op} {:.2}", ns / 1e6)).collect();
+        println!("  RandAugment ops, ms/image when applied: {}", line.join(", "));
     }
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench/asl_pipeline.json");
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
@@ -84,4 +87,27 @@ fn stage_breakdown(paths: &[PathBuf], size: u32) -> Vec<(&'static str, f64)> {
     }
     let per = |d: Duration| d.as_nanos() as f64 / paths.len() as f64;
     vec![("decode", per(decode)), ("resize", per(resize)), ("augment", per(augment)), ("tensor", per(copy))]
+}
+
+/// Single-thread time of each RandAugment operation (magnitude 9 of 30).
+fn op_costs(paths: &[PathBuf], size: u32) -> Vec<(String, f64)> {
+    let (mut resizer, mut buffers, mut scratch) = (Resizer::new(), DecodeBuffers::default(), Vec::new());
+    let images: Vec<Vec<u8>> = paths
+        .iter()
+        .map(|path| {
+            let mut pixels = vec![0u8; (size * size * 3) as usize];
+            resize_into(decode_rgb_into(path, &mut buffers).unwrap(), size, &mut pixels, &mut resizer);
+            pixels
+        })
+        .collect();
+    OPS.iter()
+        .map(|&op| {
+            let mut working = images.clone();
+            let started = Instant::now();
+            for pixels in &mut working {
+                apply_op(op, 0.3, 1.0, pixels, size as usize, &mut scratch);
+            }
+            (format!("{op:?}"), started.elapsed().as_nanos() as f64 / images.len() as f64)
+        })
+        .collect()
 }

@@ -3,6 +3,11 @@
 //! probability `probability`, at magnitude `magnitude` of 30 (torchvision's
 //! scale). Geometric operations sample nearest-neighbour and fill with
 //! grey 128, as the ASL reference's RandAugment does.
+//!
+//! Each operation reproduces the PIL call `bench/pipeline_baseline.py` makes
+//! (ImageOps, ImageEnhance, `Image.transform`, `Image.rotate`) byte for byte,
+//! including Pillow's float32 blends, fixed-point affine stepping and
+//! truncations (tested against Pillow).
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -78,33 +83,69 @@ pub fn rand_augment(
 
 /// One operation at magnitude `fraction` (0..=1) with `sign` ±1 for the signed ones.
 pub fn apply(op: Op, fraction: f64, sign: f64, pixels: &mut [u8], size: usize, scratch: &mut Vec<u8>) {
-    let enhance = 1.0 + 0.9 * fraction * sign;
+    // The float rounding and flooring below are libm calls on baseline
+    // x86-64 but single instructions with SSE4.1, which AVX2 implies; the
+    // results are the same bits either way.
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { apply_avx2(op, fraction, sign, pixels, size, scratch) };
+    }
+    apply_portable(op, fraction, sign, pixels, size, scratch)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn apply_avx2(op: Op, fraction: f64, sign: f64, pixels: &mut [u8], size: usize, scratch: &mut Vec<u8>) {
+    apply_portable(op, fraction, sign, pixels, size, scratch)
+}
+
+#[inline(always)]
+fn apply_portable(op: Op, fraction: f64, sign: f64, pixels: &mut [u8], size: usize, scratch: &mut Vec<u8>) {
+    // ImageEnhance factors reach Pillow's C code as 32-bit floats.
+    let enhance = (1.0 + 0.9 * fraction * sign) as f32;
     let s = size as f64;
     match op {
         Op::AutoContrast => auto_contrast(pixels),
         Op::Equalize => equalize(pixels),
         Op::Solarize => {
-            let threshold = 255.0 * (1.0 - fraction);
-            pixels.iter_mut().filter(|v| f64::from(**v) >= threshold).for_each(|v| *v = 255 - *v);
+            // ImageOps.solarize(img, int(255 * (1 - f))): values at or above the threshold are inverted.
+            let threshold = (255.0 * (1.0 - fraction)) as i64;
+            map_values(pixels, |v| if i64::from(v) < threshold { v } else { 255 - v });
         }
         Op::Posterize => {
-            let bits = 8 - (4.0 * fraction).round() as u32;
+            // Python's round() takes ties to even.
+            let bits = 8 - (4.0 * fraction).round_ties_even() as u32;
             let mask = !((1u16 << (8 - bits)) - 1) as u8;
             pixels.iter_mut().for_each(|v| *v &= mask);
         }
-        Op::Brightness => pixels.iter_mut().for_each(|v| *v = clamp_u8(f64::from(*v) * enhance)),
-        Op::Color => blend_with_grey(pixels, enhance),
+        Op::Brightness => map_values(pixels, |v| blend(0, v, enhance)),
+        Op::Color => {
+            for p in pixels.chunks_exact_mut(3) {
+                let g = grey(p);
+                p.iter_mut().for_each(|v| *v = blend(g, *v, enhance));
+            }
+        }
         Op::Contrast => {
-            let mean = grey_values(pixels).map(f64::from).sum::<f64>() / (pixels.len() / 3) as f64;
-            let mean = (mean + 0.5).floor();
-            pixels.iter_mut().for_each(|v| *v = clamp_u8(mean + enhance * (f64::from(*v) - mean)));
+            let sum: u64 = pixels.chunks_exact(3).map(|p| u64::from(grey(p))).sum();
+            let mean = (sum as f64 / (pixels.len() / 3) as f64 + 0.5) as u8;
+            map_values(pixels, |v| blend(mean, v, enhance));
         }
         Op::Sharpness => sharpness(pixels, size, enhance, scratch),
         Op::Rotate => {
-            let (sin, cos) = (30.0 * fraction * sign).to_radians().sin_cos();
-            let c = s / 2.0;
-            // Output (x, y) samples the input at the inverse rotation about the centre.
-            affine(pixels, size, [cos, sin, c - cos * c - sin * c, -sin, cos, c + sin * c - cos * c], scratch);
+            // Image.rotate(angle, fillcolor=FILL) builds this matrix and resamples with it.
+            let degrees = (30.0 * fraction * sign).rem_euclid(360.0);
+            if degrees == 0.0 {
+                return;
+            }
+            let angle = -degrees.to_radians();
+            let round15 = |v: f64| (v * 1e15).round() / 1e15;
+            let (cos, sin) = (round15(angle.cos()), round15(angle.sin()));
+            let (a, b, d, e) = (cos, sin, -sin, cos);
+            let (cx, cy) = (s / 2.0, s / 2.0);
+            let c = a * -cx + b * -cy + 0.0 + cx;
+            let f = d * -cx + e * -cy + 0.0 + cy;
+            affine(pixels, size, [a, b, c, d, e, f], scratch);
         }
         Op::ShearX => affine(pixels, size, [1.0, 0.3 * fraction * sign, 0.0, 0.0, 1.0, 0.0], scratch),
         Op::ShearY => affine(pixels, size, [1.0, 0.0, 0.0, 0.3 * fraction * sign, 1.0, 0.0], scratch),
@@ -113,96 +154,162 @@ pub fn apply(op: Op, fraction: f64, sign: f64, pixels: &mut [u8], size: usize, s
     }
 }
 
-fn clamp_u8(v: f64) -> u8 {
-    v.round().clamp(0.0, 255.0) as u8
+/// Applies a per-value function through a 256-entry table: 256 evaluations
+/// instead of one per byte.
+#[inline(always)]
+fn map_values(pixels: &mut [u8], f: impl Fn(u8) -> u8) {
+    let table: [u8; 256] = std::array::from_fn(|v| f(v as u8));
+    pixels.iter_mut().for_each(|v| *v = table[*v as usize]);
 }
 
-/// ITU-R 601-2 luma, as PIL's `convert('L')`.
+/// Pillow's `ImagingBlend(degenerate, image, alpha)`, which every
+/// ImageEnhance class uses: float32 arithmetic, truncated, and clipped when
+/// `alpha` extrapolates (a saturating cast does both).
+#[inline(always)]
+fn blend(degenerate: u8, value: u8, alpha: f32) -> u8 {
+    (f32::from(degenerate) + alpha * (f32::from(value) - f32::from(degenerate))) as u8
+}
+
+/// ITU-R 601-2 luma in Pillow's 16-bit fixed point (`convert('L')`).
+#[inline(always)]
 fn grey(p: &[u8]) -> u8 {
-    ((u32::from(p[0]) * 299 + u32::from(p[1]) * 587 + u32::from(p[2]) * 114 + 500) / 1000) as u8
+    ((u32::from(p[0]) * 19595 + u32::from(p[1]) * 38470 + u32::from(p[2]) * 7471 + 0x8000) >> 16) as u8
 }
 
-fn grey_values(pixels: &[u8]) -> impl Iterator<Item = u8> + '_ {
-    pixels.chunks_exact(3).map(grey)
+/// Per-channel histograms in one pass over the pixels.
+#[inline(always)]
+fn channel_histograms(pixels: &[u8]) -> [[u32; 256]; 3] {
+    let mut histograms = [[0u32; 256]; 3];
+    for p in pixels.chunks_exact(3) {
+        histograms[0][p[0] as usize] += 1;
+        histograms[1][p[1] as usize] += 1;
+        histograms[2][p[2] as usize] += 1;
+    }
+    histograms
 }
 
-fn blend_with_grey(pixels: &mut [u8], factor: f64) {
+#[inline(always)]
+fn map_channels(pixels: &mut [u8], tables: &[[u8; 256]; 3]) {
     for p in pixels.chunks_exact_mut(3) {
-        let g = f64::from(grey(p));
-        p.iter_mut().for_each(|v| *v = clamp_u8(g + factor * (f64::from(*v) - g)));
+        p[0] = tables[0][p[0] as usize];
+        p[1] = tables[1][p[1] as usize];
+        p[2] = tables[2][p[2] as usize];
     }
 }
 
+/// PIL's `ImageOps.autocontrast` (no cutoff): each channel's range stretched
+/// to 0..255, truncating.
+#[inline(always)]
 fn auto_contrast(pixels: &mut [u8]) {
-    for channel in 0..3 {
-        let values = pixels.iter().skip(channel).step_by(3);
-        let (lo, hi) = values.fold((255u8, 0u8), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-        if hi > lo {
-            let scale = 255.0 / f64::from(hi - lo);
-            pixels.iter_mut().skip(channel).step_by(3).for_each(|v| *v = clamp_u8(f64::from(*v - lo) * scale));
+    let tables = channel_histograms(pixels).map(|histogram| {
+        let lo = histogram.iter().position(|&h| h > 0).unwrap_or(0);
+        let hi = histogram.iter().rposition(|&h| h > 0).unwrap_or(0);
+        if hi <= lo {
+            return std::array::from_fn(|v| v as u8);
         }
-    }
+        let scale = 255.0 / (hi - lo) as f64;
+        let offset = -(lo as f64) * scale;
+        std::array::from_fn(|v| ((v as f64 * scale + offset) as i64).clamp(0, 255) as u8)
+    });
+    map_channels(pixels, &tables);
 }
 
 /// PIL's `ImageOps.equalize`, per channel.
+#[inline(always)]
 fn equalize(pixels: &mut [u8]) {
-    for channel in 0..3 {
-        let mut histogram = [0usize; 256];
-        pixels.iter().skip(channel).step_by(3).for_each(|&v| histogram[v as usize] += 1);
-        let last = histogram.iter().rev().find(|&&h| h > 0).copied().unwrap_or(0);
-        let step = (histogram.iter().sum::<usize>() - last) / 255;
-        if step == 0 {
-            continue;
-        }
-        let mut lut = [0u8; 256];
-        let mut n = step / 2;
-        for (entry, &count) in lut.iter_mut().zip(&histogram) {
-            *entry = (n / step).min(255) as u8;
-            n += count;
-        }
-        pixels.iter_mut().skip(channel).step_by(3).for_each(|v| *v = lut[*v as usize]);
-    }
-}
-
-/// Blends with PIL's SMOOTH-filtered image (kernel 1 1 1 / 1 5 1 / 1 1 1, ÷13;
-/// border pixels kept), as `ImageEnhance.Sharpness`.
-fn sharpness(pixels: &mut [u8], size: usize, factor: f64, scratch: &mut Vec<u8>) {
-    scratch.clear();
-    scratch.extend_from_slice(pixels);
-    for y in 1..size.saturating_sub(1) {
-        for x in 1..size - 1 {
-            for c in 0..3 {
-                let at = |yy: usize, xx: usize| u32::from(scratch[(yy * size + xx) * 3 + c]);
-                let mut sum = 4 * at(y, x);
-                for (dy, dx) in [(0, 0), (0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1), (2, 2), (1, 1)] {
-                    sum += at(y + dy - 1, x + dx - 1);
-                }
-                let smooth = f64::from((sum + 6) / 13);
-                let i = (y * size + x) * 3 + c;
-                pixels[i] = clamp_u8(smooth + factor * (f64::from(scratch[i]) - smooth));
+    let tables = channel_histograms(pixels).map(|histogram| {
+        let last = histogram.iter().rev().find(|&&h| h > 0).copied().unwrap_or(0) as usize;
+        let step = (histogram.iter().map(|&h| h as usize).sum::<usize>() - last) / 255;
+        let mut table: [u8; 256] = std::array::from_fn(|v| v as u8);
+        if step > 0 {
+            let mut n = step / 2;
+            for (entry, &count) in table.iter_mut().zip(&histogram) {
+                *entry = (n / step).min(255) as u8;
+                n += count as usize;
             }
         }
+        table
+    });
+    map_channels(pixels, &tables);
+}
+
+/// `ImageEnhance.Sharpness`: blends with PIL's SMOOTH filter (kernel
+/// 1 1 1 / 1 5 1 / 1 1 1 over 13, border pixels kept), summed in float32 in
+/// Pillow's order (row below, centre row, row above; +0.5, truncated).
+#[inline(always)]
+fn sharpness(pixels: &mut [u8], size: usize, factor: f32, scratch: &mut Vec<u8>) {
+    if size < 3 {
+        return;
+    }
+    scratch.clear();
+    scratch.extend_from_slice(pixels);
+    let (edge, centre) = (1.0f32 / 13.0, 5.0f32 / 13.0);
+    let stride = size * 3;
+    let inner = stride - 6;
+    let row_sum = |row: &[u8], i: usize, middle: f32| {
+        f32::from(row[i]) * edge + f32::from(row[i + 3]) * middle + f32::from(row[i + 6]) * edge
+    };
+    for y in 1..size - 1 {
+        let (above, row, below) = (&scratch[(y - 1) * stride..], &scratch[y * stride..], &scratch[(y + 1) * stride..]);
+        let out = &mut pixels[y * stride + 3..y * stride + 3 + inner];
+        for (i, o) in out.iter_mut().enumerate() {
+            let mut smooth = 0.5f32;
+            smooth += row_sum(below, i, edge);
+            smooth += row_sum(row, i, centre);
+            smooth += row_sum(above, i, edge);
+            *o = blend(smooth as u8, row[i + 3], factor);
+        }
     }
 }
 
-/// Output pixel (x, y) takes input pixel (a x + b y + c, d x + e y + f)
-/// (PIL's `Image.transform(AFFINE)` convention), nearest neighbour, grey fill.
+/// Pillow's `Image.transform(AFFINE, m, NEAREST, fillcolor=FILL)`: output
+/// pixel (x, y) takes input pixel (a x + b y + c, d x + e y + f) at pixel
+/// centres. Pure scaling/translation (b = d = 0) steps in doubles; anything
+/// else in 16.16 fixed point, as Pillow does for images under 32768 pixels.
+#[inline(always)]
 fn affine(pixels: &mut [u8], size: usize, m: [f64; 6], scratch: &mut Vec<u8>) {
     scratch.clear();
     scratch.extend_from_slice(pixels);
-    for y in 0..size {
-        for x in 0..size {
-            let (xf, yf) = (x as f64 + 0.5, y as f64 + 0.5);
-            let sx = (m[0] * xf + m[1] * yf + m[2]).floor();
-            let sy = (m[3] * xf + m[4] * yf + m[5]).floor();
-            let out = &mut pixels[(y * size + x) * 3..(y * size + x) * 3 + 3];
-            if sx >= 0.0 && sy >= 0.0 && (sx as usize) < size && (sy as usize) < size {
-                let i = (sy as usize * size + sx as usize) * 3;
-                out.copy_from_slice(&scratch[i..i + 3]);
+    let inside = |v: i64| v >= 0 && (v as usize) < size;
+    let source = |x: i64, y: i64| (y as usize * size + x as usize) * 3;
+    if m[1] == 0.0 && m[3] == 0.0 {
+        // Pillow's COORD: -1 below zero, else truncation.
+        let coord = |v: f64| if v < 0.0 { -1 } else { v as i64 };
+        let mut yo = m[5] + m[4] * 0.5;
+        for row in pixels.chunks_exact_mut(size * 3) {
+            let yin = coord(yo);
+            let mut xo = m[2] + m[0] * 0.5;
+            for out in row.chunks_exact_mut(3) {
+                let xin = coord(xo);
+                if inside(xin) && inside(yin) {
+                    out.copy_from_slice(&scratch[source(xin, yin)..source(xin, yin) + 3]);
+                } else {
+                    out.fill(FILL);
+                }
+                xo += m[0];
+            }
+            yo += m[4];
+        }
+        return;
+    }
+    let fix = |v: f64| (v * 65536.0 + 0.5).floor() as i32;
+    let (a0, a1, a3, a4) = (fix(m[0]), fix(m[1]), fix(m[3]), fix(m[4]));
+    let mut a2 = fix(m[2] + m[0] * 0.5 + m[1] * 0.5);
+    let mut a5 = fix(m[5] + m[3] * 0.5 + m[4] * 0.5);
+    for row in pixels.chunks_exact_mut(size * 3) {
+        let (mut xx, mut yy) = (a2, a5);
+        for out in row.chunks_exact_mut(3) {
+            let (xin, yin) = (i64::from(xx >> 16), i64::from(yy >> 16));
+            if inside(xin) && inside(yin) {
+                out.copy_from_slice(&scratch[source(xin, yin)..source(xin, yin) + 3]);
             } else {
                 out.fill(FILL);
             }
+            xx = xx.wrapping_add(a0);
+            yy = yy.wrapping_add(a3);
         }
+        a2 = a2.wrapping_add(a1);
+        a5 = a5.wrapping_add(a4);
     }
 }
 
@@ -240,18 +347,23 @@ mod tests {
     #[test]
     fn point_operations_by_hand() {
         let mut scratch = Vec::new();
-        // Solarize at fraction 0.5: threshold 127.5, values >= it are inverted.
+        // Solarize at fraction 0.5: threshold int(127.5) = 127, values >= it are inverted.
         let mut p = vec![10, 127, 128, 200, 255, 0];
         apply(Op::Solarize, 0.5, 1.0, &mut p, 1, &mut scratch);
-        assert_eq!(p, vec![10, 127, 127, 55, 0, 0]);
+        assert_eq!(p, vec![10, 128, 127, 55, 0, 0]);
         // Posterize at fraction 1: 4 bits kept.
         let mut p = vec![0xff, 0x17, 0x80];
         apply(Op::Posterize, 1.0, 1.0, &mut p, 1, &mut scratch);
         assert_eq!(p, vec![0xf0, 0x10, 0x80]);
-        // Brightness +0.9 at fraction 1: ×1.9, clamped.
+        // Brightness +0.9 at fraction 1: ×1.9 in float32, truncated, clipped. 1.9f32 is
+        // 1.89999998, but 10 × it rounds to exactly 19.0 in float32 (and 100 × it to 190.0).
         let mut p = vec![10, 100, 200];
         apply(Op::Brightness, 1.0, 1.0, &mut p, 1, &mut scratch);
         assert_eq!(p, vec![19, 190, 255]);
+        // Contrast at factor 0.1 (fraction 1, sign -1) towards the grey mean 100: 100 + 0.1 × 100 = 110.
+        let mut p = vec![200, 200, 200, 0, 0, 0];
+        apply(Op::Contrast, 1.0, -1.0, &mut p, 1, &mut scratch);
+        assert_eq!(p, vec![110, 110, 110, 90, 90, 90]);
         // AutoContrast stretches each channel to 0..255.
         let mut p = vec![50, 0, 7, 150, 0, 7];
         apply(Op::AutoContrast, 0.0, 1.0, &mut p, 1, &mut scratch);
