@@ -125,3 +125,16 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
     name.push(format!(".{suffix}"));
     dir.with_file_name(name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_from_before_the_speed_figures_still_load() {
+        let old = r#"{"epoch": 3, "train_loss": 1.5, "map": 40.0, "map_ema": null, "cf1": 1.0,
+                      "of1": 2.0, "delta_p": 0.1, "gamma_neg": 4.0, "seconds": 12.0}"#;
+        let record: EpochRecord = serde_json::from_str(old).unwrap();
+        assert_eq!((record.epoch, record.images_per_second, record.data_wait_fraction), (3, 0.0, 0.0));
+    }
+}
