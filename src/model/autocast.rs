@@ -28,7 +28,7 @@ mod ffi {
 }
 
 /// Whether CUDA autocast is on for this thread.
-pub fn cuda_autocast_enabled() -> bool {
+fn cuda_autocast_enabled() -> bool {
     // SAFETY: reads a thread-local flag.
     unsafe { ffi::is_autocast_enabled(CUDA) }
 }

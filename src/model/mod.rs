@@ -6,7 +6,7 @@ mod ema;
 mod error;
 mod network;
 
-pub use autocast::{cuda_autocast_enabled, with_cuda_autocast};
+pub use autocast::with_cuda_autocast;
 pub use card::{card_path, ModelCard};
 pub use ema::ModelEma;
 pub use error::{ModelError, Result};
