@@ -1,25 +1,35 @@
-//! File → RGB8, whatever the source: greyscale, CMYK, 16-bit and alpha
-//! images are all converted (alpha is dropped, as PIL's `convert('RGB')`).
+//! File → RGB8, whatever the source: greyscale, palette, CMYK, 16-bit and
+//! alpha images are all converted (alpha is dropped, as PIL's
+//! `convert('RGB')` does).
 //!
-//! JPEGs (nearly all of COCO) are decoded by zune-jpeg straight into a
-//! caller-owned buffer, and files are read into another, so once the
-//! buffers have grown to the largest image a worker sees, decoding
-//! allocates nothing. Other formats go through the `image` crate.
+//! JPEGs (nearly all of COCO) go to zune-jpeg and PNGs to png, each straight
+//! into a caller-owned buffer; files are read into another. Both decoders
+//! are patched (`third_party/PATCHES.md`) to hand their working memory
+//! from image to image and to skip metadata, so once a worker's buffers have
+//! grown to the largest image it sees, decoding allocates nothing.
 
 use crate::data::error::{DataError, Result};
-use image::{ImageReader, RgbImage};
-use std::io::Read;
+use image::RgbImage;
+use std::io::{Cursor, Read};
 use std::path::Path;
 use zune_jpeg::zune_core::bytestream::ZCursor;
 use zune_jpeg::zune_core::colorspace::ColorSpace;
 use zune_jpeg::zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
+const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1A, b'\n'];
+
+/// Larger decoded images are refused, so that a corrupt header cannot ask
+/// for an absurd allocation.
+const MAX_DECODED_BYTES: usize = 1 << 30;
+
 /// Reusable decode buffers; keep one per worker thread.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct DecodeBuffers {
     file: Vec<u8>,
     pixels: Vec<u8>,
+    jpeg: zune_jpeg::DecoderBuffers,
+    png: png::DecoderBuffers,
 }
 
 /// A decoded RGB8 image borrowed from [`DecodeBuffers`].
@@ -39,13 +49,13 @@ pub fn decode_rgb_into<'a>(path: &Path, buffers: &'a mut DecodeBuffers) -> Resul
         .and_then(|mut f| f.read_to_end(&mut buffers.file))
         .map_err(|e| decode_error(e.to_string()))?;
     let (width, height) = if buffers.file.starts_with(&[0xFF, 0xD8]) {
-        decode_jpeg(&buffers.file, &mut buffers.pixels).map_err(decode_error)?
+        decode_jpeg(&buffers.file, &mut buffers.pixels, &mut buffers.jpeg)
+    } else if buffers.file.starts_with(&PNG_SIGNATURE) {
+        decode_png(&buffers.file, &mut buffers.pixels, &mut buffers.png)
     } else {
-        let image = decode_other(&buffers.file).map_err(decode_error)?;
-        buffers.pixels.clear();
-        buffers.pixels.extend_from_slice(image.as_raw());
-        image.dimensions()
-    };
+        Err("neither a JPEG nor a PNG file (the only formats the loader reads)".to_string())
+    }
+    .map_err(decode_error)?;
     if width == 0 || height == 0 {
         return Err(decode_error("image has zero width or height".into()));
     }
@@ -64,22 +74,75 @@ pub fn decode_rgb(path: &Path) -> Result<RgbImage> {
         .ok_or_else(|| DataError::Decode { path: path.to_path_buf(), message: "buffer size mismatch".into() })
 }
 
-fn decode_jpeg(bytes: &[u8], pixels: &mut Vec<u8>) -> Result<(u32, u32), String> {
+fn decode_jpeg(
+    bytes: &[u8],
+    pixels: &mut Vec<u8>,
+    working: &mut zune_jpeg::DecoderBuffers,
+) -> Result<(u32, u32), String> {
     let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
-    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    let mut decoder = JpegDecoder::new_with_buffers(ZCursor::new(bytes), options, std::mem::take(working));
+    // EXIF, ICC and XMP do not change the pixels (PIL's `convert('RGB')`
+    // ignores them too), so they are skipped rather than copied.
+    decoder.set_skip_metadata(true);
+    let decoded = decode_with(&mut decoder, pixels);
+    *working = decoder.into_buffers();
+    decoded
+}
+
+fn decode_with(decoder: &mut JpegDecoder<ZCursor<&[u8]>>, pixels: &mut Vec<u8>) -> Result<(u32, u32), String> {
     decoder.decode_headers().map_err(|e| e.to_string())?;
-    let info = decoder.info().ok_or("no JPEG header")?;
+    let (width, height) = decoder.dimensions().ok_or("no JPEG header")?;
     let size = decoder.output_buffer_size().ok_or("no JPEG header")?;
     pixels.resize(size, 0);
     decoder.decode_into(&mut pixels[..size]).map_err(|e| e.to_string())?;
-    Ok((u32::from(info.width), u32::from(info.height)))
+    Ok((width as u32, height as u32))
 }
 
-fn decode_other(bytes: &[u8]) -> Result<RgbImage, String> {
-    let mut reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
-    let mut limits = image::Limits::default();
-    // A 1 GiB cap keeps a corrupt header from asking for absurd allocations.
-    limits.max_alloc = Some(1 << 30);
-    reader.limits(limits);
-    Ok(reader.decode().map_err(|e| e.to_string())?.into_rgb8())
+fn decode_png(bytes: &[u8], pixels: &mut Vec<u8>, working: &mut png::DecoderBuffers) -> Result<(u32, u32), String> {
+    let mut options = png::DecodeOptions::default();
+    // Text, ICC, EXIF, background and significant-bit chunks do not change
+    // the pixels (PIL's `convert('RGB')` ignores them too): skipped, not copied.
+    options.set_skip_metadata(true);
+    let mut decoder = png::Decoder::new_with_buffers(Cursor::new(bytes), options, std::mem::take(working));
+    // Palettes and low bit depths become 8-bit samples, 16-bit samples keep
+    // their high byte, as PIL reads them.
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
+    let decoded = read_png_rgb(&mut reader, pixels);
+    *working = reader.into_buffers();
+    decoded
+}
+
+fn read_png_rgb(reader: &mut png::Reader<Cursor<&[u8]>>, pixels: &mut Vec<u8>) -> Result<(u32, u32), String> {
+    let (width, height) = reader.info().size();
+    let decoded_len = reader.output_buffer_size().ok_or("PNG dimensions overflow")?;
+    let count = width as usize * height as usize;
+    let len = decoded_len.max(count * 3);
+    if len > MAX_DECODED_BYTES {
+        return Err(format!("{width}×{height} PNG is larger than the {MAX_DECODED_BYTES}-byte limit"));
+    }
+    pixels.resize(len, 0);
+    let frame = reader.next_frame(&mut pixels[..decoded_len]).map_err(|e| e.to_string())?;
+    expand_to_rgb(pixels, frame.color_type, count);
+    Ok((width, height))
+}
+
+/// Rewrites the first `count` pixels of `pixels`, stored as `color` with
+/// 8-bit samples, as RGB in place (the buffer holds at least `3 × count`).
+/// Grey widens, so it runs backwards; RGBA narrows, so it runs forwards.
+fn expand_to_rgb(pixels: &mut [u8], color: png::ColorType, count: usize) {
+    use png::ColorType::*;
+    match color {
+        // EXPAND has already turned palettes into RGB or RGBA.
+        Rgb | Indexed => {}
+        Rgba => (0..count).for_each(|i| pixels.copy_within(4 * i..4 * i + 3, 3 * i)),
+        Grayscale => (0..count).rev().for_each(|i| {
+            let grey = pixels[i];
+            pixels[3 * i..3 * i + 3].fill(grey);
+        }),
+        GrayscaleAlpha => (0..count).rev().for_each(|i| {
+            let grey = pixels[2 * i];
+            pixels[3 * i..3 * i + 3].fill(grey);
+        }),
+    }
 }
