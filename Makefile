@@ -32,8 +32,11 @@ $(STAMP): third_party/requirements.txt
 build: venv
 	cargo build --release
 
+# Release profile, like `make build`: a newcomer's `make train` then
+# `make test` compile the dependency tree once, and the tests that decode
+# real images run at full speed.
 test: venv
-	cargo test --all-targets
+	cargo test --release --all-targets
 
 lint: venv
 	cargo fmt --all -- --check

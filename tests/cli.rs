@@ -1,5 +1,7 @@
 //! The `asl` binary as a user runs it.
 
+mod common;
+
 use std::process::Command;
 
 fn asl() -> Command {
@@ -34,8 +36,25 @@ fn invalid_parameters_fail_with_the_parameter_named() {
 }
 
 #[test]
-fn info_reports_the_libtorch_runtime_without_ld_library_path() {
+fn info_finds_the_venv_libtorch_without_ld_library_path() {
     let output = asl().arg("info").env_remove("LD_LIBRARY_PATH").output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("CUDA available:"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| {
+        let prefix = format!("{name}: ");
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+            .to_string()
+    };
+    // The library the rpath resolved to is the pinned wheel's, and CUDA is
+    // reported as that same torch sees it.
+    let script = "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib', 'libtorch_cpu.so')); print(torch.cuda.is_available())";
+    let python = common::python::run_python(&["-c", script]);
+    let mut lines = python.lines();
+    let expected = std::fs::canonicalize(lines.next().unwrap()).unwrap();
+    assert_eq!(std::fs::canonicalize(field("libtorch")).unwrap(), expected);
+    assert_eq!(field("CUDA available"), lines.next().unwrap().to_lowercase());
+    assert!(field("libtorch threads").parse::<i32>().unwrap() >= 1);
 }

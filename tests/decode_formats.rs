@@ -1,6 +1,6 @@
-//! Decoding every JPEG and PNG layout to RGB, against Pillow, and with
-//! decoder memory reused from image to image (our patches to zune-jpeg and
-//! png). Reuse must never change a pixel: whatever was decoded before, a
+//! Decoding every JPEG and PNG layout to RGB, against Pillow and the
+//! `image` crate, with the file and pixel buffers reused from image to
+//! image. Reuse must never change a pixel: whatever was decoded before, a
 //! warm decode gives the bytes of a cold one.
 
 mod common;
@@ -97,7 +97,7 @@ fn pillow(path: &Path) -> Vec<u8> {
 }
 
 #[test]
-fn warm_decoders_give_the_pixels_of_cold_ones_in_any_order() {
+fn warm_buffers_give_the_pixels_of_cold_ones_in_any_order() {
     let dir = tempfile::tempdir().unwrap();
     let paths = write_variants(dir.path());
     let cold: Vec<Vec<u8>> = paths.iter().map(|p| decode_cold(p)).collect();
@@ -132,16 +132,15 @@ fn pngs_decode_exactly_as_pillow_and_jpegs_within_rounding() {
         let mean = differences.iter().map(|&d| f64::from(d)).sum::<f64>() / differences.len() as f64;
         let max = differences.iter().copied().max().unwrap();
         // zune-jpeg and libjpeg round their IDCTs and upsampling differently:
-        // means of 0.01 to 0.4, and up to 12 at a few noisy 4:2:2 pixels
-        // (upstream zune-jpeg gives the same bytes). A wrong plane or stale
-        // row would be far off.
+        // means of 0.01 to 0.4, and up to 12 at a few noisy 4:2:2 pixels.
+        // A wrong plane or stale row would be far off.
         println!("{}: mean |ours - Pillow| {mean:.3}, max {max}", path.display());
         assert!(mean < 1.0 && max <= 16, "{}: mean {mean}, max {max} against Pillow", path.display());
     }
 }
 
 #[test]
-fn skipping_metadata_leaves_jpeg_pixels_as_the_image_crate_decodes_them() {
+fn jpegs_decode_as_the_image_crate_decodes_them() {
     let dir = tempfile::tempdir().unwrap();
     for path in write_variants(dir.path()) {
         // `image` converts CMYK itself; the CMYK value test is in data_loader.rs.

@@ -112,8 +112,8 @@ fn tensor_and_slice_paths_agree_and_accumulate_batches() {
     }
     assert_eq!(acc.images(), 3);
     assert_eq!(acc.compute(0.8).unwrap().unwrap(), direct);
-    acc.reset();
-    assert!(acc.compute(0.8).unwrap().is_none());
+    assert_eq!(acc.into_rows(), (scores, targets));
+    assert!(MetricsAccumulator::new().compute(0.8).unwrap().is_none());
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! Config files and overrides: every shipped recipe parses, and bad keys,
 //! types and values stop start-up naming the key path.
 
-use asl::config::{LossSection, TrainConfig};
+use asl::loss::LossConfig as LossSection;
 use asl::train::OneCycle;
+use asl::train::TrainConfig;
 use std::path::Path;
 
 mod common;
@@ -81,4 +82,32 @@ fn one_cycle_matches_pytorch() {
             "step {step}: {ours:?} vs ({lr}, {beta1})"
         );
     }
+}
+
+#[test]
+fn printed_config_documents_every_key_and_reads_back_the_same() {
+    for entry in std::fs::read_dir("configs").unwrap() {
+        let path = entry.unwrap().path();
+        let config = TrainConfig::load(&path, &[]).unwrap();
+        let text = config.to_annotated_yaml();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate().filter(|(_, l)| !l.trim_start().starts_with('#')) {
+            let documented = i > 0 && lines[i - 1].trim_start().starts_with("# ");
+            assert!(documented, "{}: `{line}` has no documentation above it", path.display());
+        }
+        assert_eq!(TrainConfig::from_yaml(&text, "printed", &[]).unwrap(), config, "{}", path.display());
+    }
+}
+
+#[test]
+fn recipes_state_only_differences_from_the_paper_defaults() {
+    let coco = TrainConfig::load(Path::new("configs/coco.yaml"), &[]).unwrap();
+    assert_eq!(coco, TrainConfig { name: "coco-tresnet-l".into(), ..TrainConfig::default() });
+    // A nested key left out keeps its default; a loss of another kind replaces the section.
+    let config = demo_with(&["loss={kind: single_label, gamma_neg: 2}"]).unwrap();
+    let LossSection::SingleLabel(single) = config.loss else { panic!("{:?}", config.loss) };
+    assert_eq!((single.gamma_neg, single.label_smoothing), (2.0, 0.1));
+    let config = demo_with(&["loss.adaptive={lambda: 0.2}"]).unwrap();
+    let LossSection::Asymmetric(loss) = config.loss else { panic!() };
+    assert_eq!((loss.adaptive.unwrap().lambda, loss.adaptive.unwrap().target_delta, loss.clip), (0.2, 0.1, 0.05));
 }

@@ -1,6 +1,6 @@
 //! One module per subcommand: its arguments and how it calls the library.
 
-pub mod export;
+pub mod console;
 pub mod infer;
 pub mod info;
 pub mod loss_curves;

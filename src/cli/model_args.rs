@@ -1,9 +1,7 @@
 //! Arguments shared by `asl validate` and `asl infer`: which model, on which device.
 
 use anyhow::{bail, Result};
-use asl::model::Network;
-use asl::train::checkpoint::{EMA_FILE, MODEL_FILE};
-use asl::train::resolve_device;
+use asl::model::{resolve_device, Network, EMA_FILE, MODEL_FILE};
 use clap::Args;
 use std::path::PathBuf;
 

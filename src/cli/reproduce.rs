@@ -3,21 +3,14 @@
 //! ~20% of the positive training labels missing, once per loss and seed,
 //! scored on the clean test split.
 
-use super::export::export_with_timm;
 use anyhow::{Context, Result};
-use asl::config::TrainConfig;
 use asl::curves::{plot_curves, Curve, CurveSet, PlotLabels};
 use asl::data::sources::{write_synthetic, SynthConfig};
-use asl::data::Loader;
-use asl::model::Network;
-use asl::train::{
-    load_split, resolve_device, train_loader_config, val_loader_config, Outcome, Split, Trainer, TrainerSetup,
-};
+use asl::model::{export_timm, TimmExport};
+use asl::train::{prepare, Observer, Outcome, RunOptions, TrainConfig, TrainEvent};
 use clap::Args;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 #[derive(Args)]
 pub struct ReproduceArgs {
@@ -69,14 +62,14 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
     let mut results: Vec<Vec<RunResult>> = (0..LOSSES.len()).map(|_| Vec::new()).collect();
     for seed in 0..args.seeds {
         // One initialisation per seed, shared by every loss: a paired comparison.
-        let model = export_with_timm(
-            "test_resnet",
-            None,
-            synth.classes,
-            synth.image_size,
+        let request = TimmExport {
+            model: "test_resnet",
+            weights: None,
+            classes: synth.classes,
+            image_size: synth.image_size,
             seed,
-            &args.out.join(format!("models/seed{seed}")),
-        )?;
+        };
+        let model = export_timm(&request, &args.out.join(format!("models/seed{seed}")))?;
         for (i, (name, loss)) in LOSSES.iter().enumerate() {
             println!("== {name}, seed {seed}");
             results[i].push(train_once(args, &data, &model, seed, i, loss)?);
@@ -106,27 +99,32 @@ fn train_once(
     let config = TrainConfig::from_yaml(include_str!("../../configs/demo.yaml"), "configs/demo.yaml", &overrides)?;
     let run_dir = args.out.join("runs").join(&config.name);
     let _ = std::fs::remove_dir_all(&run_dir);
-    let train = Arc::new(load_split(&config.data, Split::Train)?);
-    let test = Arc::new(load_split(&config.data, Split::Val)?);
-    let setup = TrainerSetup {
-        train_loader: Loader::new(train, train_loader_config(&config))?,
-        val_loader: Loader::new(test, val_loader_config(&config))?,
-        network: Network::load(model, resolve_device(&config.device)?)?,
-        config,
-        run_dir,
-        resume: None,
-        stop: Arc::new(AtomicBool::new(false)),
-        show_progress: false,
-    };
-    let mut trainer = Trainer::new(setup)?;
-    let Outcome::Finished { history, .. } = trainer.run()? else { anyhow::bail!("interrupted") };
+    let mut recorder = DeltaRecorder::default();
+    let mut trainer = prepare(config, RunOptions { run_dir, ..RunOptions::default() }, &mut recorder)?;
+    let Outcome::Finished { history, .. } = trainer.run(&mut recorder)? else { anyhow::bail!("interrupted") };
     let last = history.last().context("no epoch ran")?;
     Ok(RunResult {
         map: last.map.unwrap_or(f64::NAN),
         map_ema: last.map_ema.unwrap_or(f64::NAN),
         delta_p: last.delta_p.unwrap_or(f64::NAN),
-        delta_series: trainer.monitor().series("asl/delta_p").to_vec(),
+        delta_series: recorder.series,
     })
+}
+
+/// Keeps the Δp of every logged step (the paper's Figure 4).
+#[derive(Default)]
+struct DeltaRecorder {
+    series: Vec<(u64, f64)>,
+}
+
+impl Observer for DeltaRecorder {
+    fn on_event(&mut self, event: &TrainEvent<'_>) {
+        if let TrainEvent::Step(log) = event {
+            if let Some(delta) = log.delta_p.filter(|d| d.is_finite()) {
+                self.series.push((log.step as u64, delta));
+            }
+        }
+    }
 }
 
 fn mean_std(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {

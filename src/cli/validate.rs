@@ -2,13 +2,13 @@
 
 use super::model_args::ModelArgs;
 use anyhow::{Context, Result};
-use asl::config::{DataSection, SourceKind, TrainConfig};
-use asl::data::{Loader, LoaderConfig};
+use asl::config::{read_yaml, resolve, Validate};
+use asl::data::{DataConfig, Loader, LoaderConfig, SourceKind, Split};
+use asl::evaluate::{evaluate, EvaluateEvent};
 use asl::metrics::{tune_thresholds, ClassThresholds, MetricsReport, ScoreMatrix};
-use asl::train::{evaluate, load_split, Split};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -70,7 +70,7 @@ struct JsonReport<'a> {
 pub fn run(args: &ValidateArgs) -> Result<()> {
     let (mut network, size) = args.model.load()?;
     let data = data_section(args, size)?;
-    let dataset = Arc::new(load_split(&data, Split::Val)?);
+    let dataset = Arc::new(data.load_split(Split::Val)?);
     let config = LoaderConfig {
         threads: data.threads,
         strict: args.strict,
@@ -84,7 +84,11 @@ pub fn run(args: &ValidateArgs) -> Result<()> {
         .with_style(ProgressStyle::with_template("validate [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")?);
     let started = Instant::now();
     let amp = network.device().is_cuda();
-    let evaluation = evaluate(&mut network, &loader, amp, args.threshold, &progress)?;
+    let mut on_event = |event: EvaluateEvent| match event {
+        EvaluateEvent::Scored(images) => progress.inc(images as u64),
+        EvaluateEvent::Skipped(s) => progress.println(format!("warning: skipped {}: {}", s.path.display(), s.reason)),
+    };
+    let evaluation = evaluate(&mut network, &loader, amp, args.threshold, &mut on_event)?;
     progress.finish_and_clear();
     let report = &evaluation.report;
     println!(
@@ -114,12 +118,7 @@ pub fn run(args: &ValidateArgs) -> Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if args.tune_thresholds {
-        let mut targets = vec![0.0; evaluation.probabilities.len()];
-        let k = dataset.num_classes();
-        for (row, &index) in evaluation.indices.iter().enumerate() {
-            dataset.write_targets(index, &mut targets[row * k..(row + 1) * k]);
-        }
-        let matrix = ScoreMatrix::new(&evaluation.probabilities, &targets, k)?;
+        let matrix = ScoreMatrix::new(&evaluation.probabilities, &evaluation.targets, dataset.num_classes())?;
         let tuned = tune_thresholds(&matrix, dataset.class_names.clone(), args.threshold);
         let path = ClassThresholds::path_for(&args.model.model_file()?);
         tuned.save(&path).with_context(|| format!("cannot write {}", path.display()))?;
@@ -128,10 +127,22 @@ pub fn run(args: &ValidateArgs) -> Result<()> {
     Ok(())
 }
 
-fn data_section(args: &ValidateArgs, size: u32) -> Result<DataSection> {
+/// The `data` section of a training recipe; its other sections are not read.
+#[derive(Default, Serialize, Deserialize)]
+struct DataOnly {
+    data: DataConfig,
+}
+
+impl Validate for DataOnly {
+    fn validate(&self) -> asl::config::Result<()> {
+        self.data.validate()
+    }
+}
+
+fn data_section(args: &ValidateArgs, size: u32) -> Result<DataConfig> {
     let mut data = match &args.config {
-        Some(path) => TrainConfig::load(path, &[])?.data,
-        None => TrainConfig::from_yaml(include_str!("../../configs/demo.yaml"), "built-in defaults", &[])?.data,
+        Some(path) => resolve::<DataOnly>(read_yaml(path)?, &[])?.data,
+        None => DataConfig::default(),
     };
     if args.config.is_none() {
         data.source = match args.source {

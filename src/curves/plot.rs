@@ -1,5 +1,7 @@
 //! PNG line plots of a [`CurveSet`] with plotters, using the embedded
-//! DejaVu font so no system font library is needed.
+//! DejaVu font so no system font library is needed. plotters draws into an
+//! RGB buffer and our own `image` writes the PNG: plotters' encoder would
+//! pull a second version of `image` into the build.
 
 use super::compute::CurveSet;
 use plotters::prelude::*;
@@ -38,16 +40,27 @@ fn register_embedded_font() {
     });
 }
 
+const WIDTH: u32 = 900;
+const HEIGHT: u32 = 600;
+
 /// Draws every curve of `set` against its x values into a 900×600 PNG at `path`.
 pub fn plot_curves(set: &CurveSet, labels: &PlotLabels, path: &Path) -> Result<(), PlotError> {
     let error = |e: &dyn std::fmt::Display| PlotError { path: path.display().to_string(), message: e.to_string() };
+    let mut pixels = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
+    draw(set, labels, &mut pixels).map_err(|e| error(&e))?;
+    image::save_buffer(path, &pixels, WIDTH, HEIGHT, image::ExtendedColorType::Rgb8).map_err(|e| error(&e))
+}
+
+/// Renders the plot into `pixels`, `HEIGHT × WIDTH × 3` RGB bytes.
+fn draw(set: &CurveSet, labels: &PlotLabels, pixels: &mut [u8]) -> Result<(), String> {
+    let error = |e: &dyn std::fmt::Display| e.to_string();
     register_embedded_font();
     let values = || set.curves.iter().flat_map(|c| c.values.iter().copied()).filter(|v| v.is_finite());
     let (y_min, y_max) = (values().fold(0.0_f64, f64::min), values().fold(0.0_f64, f64::max));
     let x_min = set.x.iter().copied().fold(f64::INFINITY, f64::min).min(0.0);
     let x_max = set.x.iter().copied().fold(f64::NEG_INFINITY, f64::max).max(x_min + 1e-9);
     let margin = 0.05 * (y_max - y_min).max(1e-9);
-    let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
+    let root = BitMapBackend::with_buffer(pixels, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| error(&e))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(labels.title, ("sans-serif", 24))

@@ -46,11 +46,6 @@ impl Dataset {
         }
     }
 
-    /// Whether any sample has unknown labels (so training needs partial-label weights).
-    pub fn has_unknown_labels(&self) -> bool {
-        self.samples.iter().any(|s| !s.unknown.is_empty())
-    }
-
     /// Mean number of positives per image: COCO has about 2.9 of 80.
     pub fn mean_positives(&self) -> f64 {
         if self.samples.is_empty() {

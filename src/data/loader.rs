@@ -120,6 +120,8 @@ pub struct Loader {
     dataset: Arc<Dataset>,
     config: LoaderConfig,
     pool: Arc<rayon::ThreadPool>,
+    /// Whether any target row holds an unknown label (-1).
+    partial: bool,
 }
 
 impl Loader {
@@ -135,7 +137,13 @@ impl Loader {
             .thread_name(|i| format!("asl-decode-{i}"))
             .build()
             .map_err(|e| DataError::Option { name: "threads", message: e.to_string() })?;
-        Ok(Self { dataset, config, pool: Arc::new(pool) })
+        let partial = dataset.samples.iter().any(|s| !s.unknown.is_empty());
+        Ok(Self { dataset, config, pool: Arc::new(pool), partial })
+    }
+
+    /// Whether the batches' targets hold unknown labels (-1) besides 1 and 0.
+    pub fn has_unknown_labels(&self) -> bool {
+        self.partial
     }
 
     pub fn dataset(&self) -> &Dataset {

@@ -1,5 +1,6 @@
 //! The data path: sources → samples → transforms → batches on the device.
 
+mod config;
 mod dataset;
 mod error;
 mod loader;
@@ -7,6 +8,7 @@ mod rng;
 pub mod sources;
 pub mod transform;
 
+pub use config::{DataConfig, SourceKind, Split};
 pub use dataset::{Dataset, Sample, UNKNOWN};
 pub use error::{DataError, Result};
 pub use loader::{Batch, EpochIter, Loader, LoaderConfig, Skipped};

@@ -13,7 +13,7 @@ use super::error::{LossError, Result};
 use super::stats::ProbabilityStats;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdaptiveAsymmetryConfig {
     /// Δp_target; the paper's Table 3 uses values in 0..0.3.

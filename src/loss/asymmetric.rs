@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 /// How per-element losses are combined into one scalar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Reduction {
     /// Sum over batch × classes: the reference's choice, so learning rates
@@ -29,7 +29,7 @@ pub enum Reduction {
 }
 
 /// Parameters of [`AsymmetricLoss`]. `Default` is the paper's COCO recipe.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AsymmetricLossConfig {
     /// γ−: focusing exponent on negatives.

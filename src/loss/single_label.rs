@@ -9,10 +9,12 @@ use super::validate::{check_gamma, check_two_dimensional, compute_kind, first_fl
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SingleLabelConfig {
+    /// γ+: focusing on the target class.
     pub gamma_pos: f64,
+    /// γ−: focusing on the other classes.
     pub gamma_neg: f64,
     /// Label smoothing ε: targets become `(1-ε)·onehot + ε/K`.
     pub label_smoothing: f64,

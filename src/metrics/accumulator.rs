@@ -1,4 +1,4 @@
-//! Collects scores batch by batch, in burn's `update`/`compute`/`reset` shape.
+//! Collects scores batch by batch, in burn's `update`/`compute` shape.
 
 use super::error::{MetricsError, Result};
 use super::report::MetricsReport;
@@ -39,14 +39,15 @@ impl MetricsAccumulator {
         self.classes.map_or(0, |c| self.scores.len() / c)
     }
 
-    /// The report over everything appended since the last reset; `None` before any update.
+    /// The report over everything appended; `None` before any update.
     pub fn compute(&self, threshold: f32) -> Result<Option<MetricsReport>> {
         let Some(classes) = self.classes else { return Ok(None) };
         let matrix = ScoreMatrix::new(&self.scores, &self.targets, classes)?;
         MetricsReport::compute(&matrix, threshold).map(Some)
     }
 
-    pub fn reset(&mut self) {
-        *self = Self::default();
+    /// The row-major `[images, K]` scores and targets appended, in order.
+    pub fn into_rows(self) -> (Vec<f32>, Vec<f32>) {
+        (self.scores, self.targets)
     }
 }

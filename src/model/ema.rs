@@ -29,10 +29,6 @@ impl ModelEma {
         Ok(Self { network, decay, state })
     }
 
-    pub fn decay(&self) -> f64 {
-        self.decay
-    }
-
     pub fn network(&self) -> &Network {
         &self.network
     }

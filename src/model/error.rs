@@ -23,6 +23,10 @@ pub enum ModelError {
     BadClassCount(i64),
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot use device `{name}`: {message}")]
+    Device { name: String, message: String },
+    #[error("cannot export {model} with models/export.py: {message}")]
+    Export { model: String, message: String },
     #[error(transparent)]
     Torch(#[from] TchError),
 }

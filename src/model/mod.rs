@@ -2,12 +2,23 @@
 
 mod autocast;
 mod card;
+mod config;
+mod device;
 mod ema;
 mod error;
+mod export;
 mod network;
 
 pub use autocast::with_cuda_autocast;
 pub use card::{card_path, ModelCard};
+pub use config::ModelConfig;
+pub use device::resolve_device;
 pub use ema::ModelEma;
 pub use error::{ModelError, Result};
+pub use export::{export_timm, python, TimmExport};
 pub use network::{NamedParameter, Network, ParamGroup};
+
+/// The network's file inside a training checkpoint directory.
+pub const MODEL_FILE: &str = "model.pt";
+/// Its EMA's file there.
+pub const EMA_FILE: &str = "ema.pt";

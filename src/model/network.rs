@@ -83,20 +83,10 @@ impl Network {
         Ok(())
     }
 
-    pub fn is_training(&self) -> bool {
-        self.training
-    }
-
     /// `[N, 3, S, S]` float images → `[N, K]` logits.
     pub fn forward(&self, images: &Tensor) -> Result<Tensor> {
         plain_graph_execution();
         Ok(self.module.forward_ts(&[images])?)
-    }
-
-    /// `[N, 3, S, S]` → the backbone's feature map (`forward_features`).
-    pub fn forward_features(&self, images: &Tensor) -> Result<Tensor> {
-        plain_graph_execution();
-        Ok(self.module.method_ts("forward_features", &[images])?)
     }
 
     /// Every tensor of the module's state: parameters, and the buffers the

@@ -2,7 +2,37 @@
 //! (`_amp_foreach_non_finite_check_and_unscale_`, `_amp_update_scale_`),
 //! since tch has no GradScaler. Same defaults as `torch.cuda.amp.GradScaler`.
 
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
+
+/// What a checkpoint keeps of the scaler.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(from = "SavedScaler")]
+pub struct GradScalerState {
+    /// The factor the loss is multiplied by.
+    pub scale: f64,
+    /// Clean steps since the scale last changed.
+    pub growth_tracker: i64,
+}
+
+/// Checkpoints before the state was named stored it as `[scale, tracker]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SavedScaler {
+    Named { scale: f64, growth_tracker: i64 },
+    Pair(f64, i64),
+}
+
+impl From<SavedScaler> for GradScalerState {
+    fn from(saved: SavedScaler) -> Self {
+        let (scale, growth_tracker) = match saved {
+            SavedScaler::Named { scale, growth_tracker } | SavedScaler::Pair(scale, growth_tracker) => {
+                (scale, growth_tracker)
+            }
+        };
+        Self { scale, growth_tracker }
+    }
+}
 
 pub struct GradScaler {
     scale: Tensor,
@@ -58,14 +88,14 @@ impl GradScaler {
         Ok(())
     }
 
-    /// (scale, growth tracker) for checkpoints.
-    pub fn state(&self) -> (f64, i64) {
-        (self.scale.double_value(&[0]), self.growth_tracker.int64_value(&[0]))
+    /// What a checkpoint keeps.
+    pub fn state(&self) -> GradScalerState {
+        GradScalerState { scale: self.scale.double_value(&[0]), growth_tracker: self.growth_tracker.int64_value(&[0]) }
     }
 
-    pub fn restore(&mut self, scale: f64, growth_tracker: i64) -> Result<(), tch::TchError> {
-        let _ = self.scale.f_fill_(scale)?;
-        let _ = self.growth_tracker.f_fill_(growth_tracker)?;
+    pub fn restore(&mut self, state: GradScalerState) -> Result<(), tch::TchError> {
+        let _ = self.scale.f_fill_(state.scale)?;
+        let _ = self.growth_tracker.f_fill_(state.growth_tracker)?;
         Ok(())
     }
 }
@@ -86,5 +116,17 @@ mod tests {
         assert!(scaler.unscale(&mut bad).unwrap());
         scaler.update().unwrap();
         assert_eq!(scaler.scale_value(), 32768.0);
+    }
+
+    #[test]
+    fn state_round_trips_and_old_pairs_still_load() {
+        let state = GradScalerState { scale: 1024.0, growth_tracker: 7 };
+        let json = serde_json::to_string(&state).unwrap();
+        assert_eq!(json, r#"{"scale":1024.0,"growth_tracker":7}"#);
+        assert_eq!(serde_json::from_str::<GradScalerState>(&json).unwrap(), state);
+        assert_eq!(serde_json::from_str::<GradScalerState>("[1024.0, 7]").unwrap(), state);
+        let mut scaler = GradScaler::new(Device::Cpu).unwrap();
+        scaler.restore(state).unwrap();
+        assert_eq!(scaler.state(), state);
     }
 }

@@ -4,15 +4,15 @@
 //! A directory is written under a temporary name and renamed into place,
 //! so the previous good checkpoint survives a crash at any point.
 
-use crate::config::TrainConfig;
+use super::amp::GradScalerState;
+use super::config::TrainConfig;
+use super::Adam;
 use crate::loss::AdaptiveAsymmetry;
 use crate::model::{ModelEma, Network};
-use crate::train::Adam;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-pub const MODEL_FILE: &str = "model.pt";
-pub const EMA_FILE: &str = "ema.pt";
+pub use crate::model::{EMA_FILE, MODEL_FILE};
 pub const OPTIMIZER_FILE: &str = "optimizer.ot";
 pub const STATE_FILE: &str = "state.json";
 pub const CONFIG_FILE: &str = "config.yaml";
@@ -52,7 +52,7 @@ pub struct TrainState {
     pub best_map: Option<f64>,
     pub best_epoch: Option<usize>,
     pub adaptive: Option<AdaptiveAsymmetry>,
-    pub grad_scaler: Option<(f64, i64)>,
+    pub grad_scaler: Option<GradScalerState>,
     pub history: Vec<EpochRecord>,
 }
 

@@ -9,7 +9,7 @@ pub enum TrainError {
     #[error(transparent)]
     Loss(#[from] crate::loss::LossError),
     #[error(transparent)]
-    Metrics(#[from] crate::metrics::MetricsError),
+    Evaluate(#[from] crate::evaluate::EvaluateError),
     #[error(transparent)]
     Optimizer(#[from] super::OptimizerError),
     #[error(transparent)]
@@ -26,6 +26,8 @@ pub enum TrainError {
     OutOfMemory { epoch: usize, batch: usize, batch_size: usize, message: String },
     #[error("single-label training needs exactly one positive per image; {path} has {count}")]
     NotSingleLabel { path: PathBuf, count: usize },
+    #[error("{} already holds checkpoints; continue it with --resume {} or pick another --set name=...", .0.display(), .0.display())]
+    RunExists(PathBuf),
 }
 
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;

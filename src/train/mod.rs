@@ -1,21 +1,24 @@
-//! Training: our own optimizer with checkpointable state, the one-cycle
-//! schedule, the grad scaler, checkpoints, validation and the trainer loop.
+//! Training: the run's config, our own optimizer with checkpointable
+//! state, the one-cycle schedule, the grad scaler, checkpoints, the
+//! builder from a config to a ready trainer, and the trainer loop, which
+//! reports to observers.
 
 mod amp;
+mod builder;
 pub mod checkpoint;
+mod config;
 mod error;
-mod evaluate;
-mod objective;
+mod observer;
 mod optimizer;
+mod restore;
 mod schedule;
-mod setup;
 mod trainer;
 
-pub use amp::GradScaler;
+pub use amp::{GradScaler, GradScalerState};
+pub use builder::{prepare, RunOptions};
+pub use config::{AmpMode, LoopConfig, TrainConfig};
 pub use error::{Result, TrainError};
-pub use evaluate::{evaluate, Evaluation};
-pub use objective::{batch_stats, Objective};
+pub use observer::{Observer, Phase, Scored, StepLog, TrainEvent};
 pub use optimizer::{clip_grad_norm, Adam, OptimizerConfig, OptimizerError, OptimizerKind, StepHyper};
-pub use schedule::OneCycle;
-pub use setup::{check_single_label, load_split, resolve_device, train_loader_config, val_loader_config, Split};
+pub use schedule::{OneCycle, OneCycleConfig};
 pub use trainer::{Outcome, Trainer, TrainerSetup};

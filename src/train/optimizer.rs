@@ -6,12 +6,14 @@
 //! the same bias corrections, so a run resumed from saved moments
 //! continues exactly.
 
+use crate::config::{in_unit, key_error, Validate};
 use crate::model::{NamedParameter, ParamGroup};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tch::{Device, Tensor};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     /// L2 decay coupled into the gradient (`torch.optim.Adam(weight_decay=…)`).
@@ -20,22 +22,34 @@ pub enum OptimizerKind {
     AdamW,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimizerConfig {
+    /// adam (L2 decay coupled into the gradient, as the reference) or adamw (decoupled).
     pub kind: OptimizerKind,
-    /// Applied to the decay group only; biases and 1-D parameters get none.
+    /// On weights only; biases and 1-D parameters get none, as in the reference.
     pub weight_decay: f64,
     /// β2; β1 comes from the schedule each step (OneCycle cycles it).
     pub beta2: f64,
+    /// Added to the denominator.
     pub eps: f64,
-    /// Clip the global gradient L2 norm to this value; `None` disables.
+    /// Clip the global gradient L2 norm to this value; null disables.
     pub grad_clip_norm: Option<f64>,
 }
 
 impl Default for OptimizerConfig {
     fn default() -> Self {
         Self { kind: OptimizerKind::Adam, weight_decay: 1e-4, beta2: 0.999, eps: 1e-8, grad_clip_norm: None }
+    }
+}
+
+impl Validate for OptimizerConfig {
+    fn validate(&self) -> crate::config::Result<()> {
+        in_unit("optimizer.beta2", self.beta2)?;
+        if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
+            return Err(key_error("optimizer.weight_decay", format!("must be >= 0, got {}", self.weight_decay)));
+        }
+        Ok(())
     }
 }
 
@@ -78,10 +92,6 @@ impl Adam {
         Ok(Self { config, slots, step: 0 })
     }
 
-    pub fn steps_taken(&self) -> u64 {
-        self.step
-    }
-
     pub fn config(&self) -> &OptimizerConfig {
         &self.config
     }
@@ -92,18 +102,6 @@ impl Adam {
             let mut grad = slot.param.tensor.grad();
             if grad.defined() {
                 let _ = grad.f_zero_()?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Multiplies every gradient by `factor` (grad-scaler unscaling,
-    /// gradient-accumulation averaging).
-    pub fn scale_gradients(&mut self, factor: f64) -> Result<(), OptimizerError> {
-        for slot in &self.slots {
-            let mut grad = slot.param.tensor.grad();
-            if grad.defined() {
-                let _ = grad.f_mul_scalar_(factor)?;
             }
         }
         Ok(())

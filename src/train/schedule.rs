@@ -5,11 +5,61 @@
 //! `beta1_max` and `beta1_min`.
 
 use super::optimizer::StepHyper;
-use crate::config::ScheduleSection;
+use crate::config::{at_least_one, in_unit, key_error, positive, Result, Validate};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// PyTorch's OneCycleLR with cosine annealing, stepped every optimizer step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct OneCycleConfig {
+    /// Peak learning rate (the reference: 1e-4 to 2e-4).
+    pub max_lr: f64,
+    /// Share of the steps spent warming up to max_lr.
+    pub pct_start: f64,
+    /// The rate starts at max_lr / div_factor.
+    pub div_factor: f64,
+    /// The rate ends at max_lr / div_factor / final_div_factor.
+    pub final_div_factor: f64,
+    /// β1 at the peak rate; it cycles opposite to the rate.
+    pub beta1_min: f64,
+    /// β1 at the start and the end.
+    pub beta1_max: f64,
+    /// Epochs the schedule spans; training may stop earlier (train.epochs).
+    pub scheduled_epochs: usize,
+}
+
+impl Default for OneCycleConfig {
+    fn default() -> Self {
+        Self {
+            max_lr: 2e-4,
+            pct_start: 0.2,
+            div_factor: 25.0,
+            final_div_factor: 1e4,
+            beta1_min: 0.85,
+            beta1_max: 0.95,
+            scheduled_epochs: 80,
+        }
+    }
+}
+
+impl Validate for OneCycleConfig {
+    fn validate(&self) -> Result<()> {
+        positive("schedule.max_lr", self.max_lr)?;
+        positive("schedule.div_factor", self.div_factor)?;
+        positive("schedule.final_div_factor", self.final_div_factor)?;
+        if !(self.pct_start > 0.0 && self.pct_start < 1.0) {
+            return Err(key_error("schedule.pct_start", format!("must lie in (0, 1), got {}", self.pct_start)));
+        }
+        in_unit("schedule.beta1_min", self.beta1_min)?;
+        in_unit("schedule.beta1_max", self.beta1_max)?;
+        at_least_one("schedule.scheduled_epochs", self.scheduled_epochs)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OneCycle {
-    config: ScheduleSection,
+    config: OneCycleConfig,
     total_steps: usize,
 }
 
@@ -19,7 +69,7 @@ fn cosine(start: f64, end: f64, pct: f64) -> f64 {
 
 impl OneCycle {
     /// `total_steps` = scheduled epochs × optimizer steps per epoch.
-    pub fn new(config: ScheduleSection, total_steps: usize) -> Self {
+    pub fn new(config: OneCycleConfig, total_steps: usize) -> Self {
         Self { config, total_steps: total_steps.max(2) }
     }
 

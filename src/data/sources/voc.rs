@@ -32,7 +32,7 @@ pub const VOC_CLASSES: [&str; 20] = [
 ];
 
 /// What to do with objects marked `<difficult>1</difficult>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DifficultPolicy {
     /// Count them as positives.

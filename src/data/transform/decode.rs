@@ -2,11 +2,11 @@
 //! alpha images are all converted (alpha is dropped, as PIL's
 //! `convert('RGB')` does).
 //!
-//! JPEGs (nearly all of COCO) go to zune-jpeg and PNGs to png, each straight
-//! into a caller-owned buffer; files are read into another. Both decoders
-//! are patched (`third_party/PATCHES.md`) to hand their working memory
-//! from image to image and to skip metadata, so once a worker's buffers have
-//! grown to the largest image it sees, decoding allocates nothing.
+//! JPEGs (nearly all of COCO) go to zune-jpeg and PNGs to png, the
+//! decoders `image` itself uses, each straight into a caller-owned pixel
+//! buffer; files are read into another. Both buffers are reused from image
+//! to image. The decoders' own working memory (about 33 KiB per JPEG) is
+//! short-lived and left to the allocator.
 
 use crate::data::error::{DataError, Result};
 use image::RgbImage;
@@ -23,13 +23,11 @@ const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1A, b'\n
 /// for an absurd allocation.
 const MAX_DECODED_BYTES: usize = 1 << 30;
 
-/// Reusable decode buffers; keep one per worker thread.
+/// Reusable file and pixel buffers; keep one per worker thread.
 #[derive(Default)]
 pub struct DecodeBuffers {
     file: Vec<u8>,
     pixels: Vec<u8>,
-    jpeg: zune_jpeg::DecoderBuffers,
-    png: png::DecoderBuffers,
 }
 
 /// A decoded RGB8 image borrowed from [`DecodeBuffers`].
@@ -49,9 +47,9 @@ pub fn decode_rgb_into<'a>(path: &Path, buffers: &'a mut DecodeBuffers) -> Resul
         .and_then(|mut f| f.read_to_end(&mut buffers.file))
         .map_err(|e| decode_error(e.to_string()))?;
     let (width, height) = if buffers.file.starts_with(&[0xFF, 0xD8]) {
-        decode_jpeg(&buffers.file, &mut buffers.pixels, &mut buffers.jpeg)
+        decode_jpeg(&buffers.file, &mut buffers.pixels)
     } else if buffers.file.starts_with(&PNG_SIGNATURE) {
-        decode_png(&buffers.file, &mut buffers.pixels, &mut buffers.png)
+        decode_png(&buffers.file, &mut buffers.pixels)
     } else {
         Err("neither a JPEG nor a PNG file (the only formats the loader reads)".to_string())
     }
@@ -74,57 +72,48 @@ pub fn decode_rgb(path: &Path) -> Result<RgbImage> {
         .ok_or_else(|| DataError::Decode { path: path.to_path_buf(), message: "buffer size mismatch".into() })
 }
 
-fn decode_jpeg(
-    bytes: &[u8],
-    pixels: &mut Vec<u8>,
-    working: &mut zune_jpeg::DecoderBuffers,
-) -> Result<(u32, u32), String> {
+fn decode_jpeg(bytes: &[u8], pixels: &mut Vec<u8>) -> Result<(u32, u32), String> {
     let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
-    let mut decoder = JpegDecoder::new_with_buffers(ZCursor::new(bytes), options, std::mem::take(working));
-    // EXIF, ICC and XMP do not change the pixels (PIL's `convert('RGB')`
-    // ignores them too), so they are skipped rather than copied.
-    decoder.set_skip_metadata(true);
-    let decoded = decode_with(&mut decoder, pixels);
-    *working = decoder.into_buffers();
-    decoded
-}
-
-fn decode_with(decoder: &mut JpegDecoder<ZCursor<&[u8]>>, pixels: &mut Vec<u8>) -> Result<(u32, u32), String> {
+    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
     decoder.decode_headers().map_err(|e| e.to_string())?;
     let (width, height) = decoder.dimensions().ok_or("no JPEG header")?;
+    let (width, height) = (u32::try_from(width).unwrap_or(u32::MAX), u32::try_from(height).unwrap_or(u32::MAX));
     let size = decoder.output_buffer_size().ok_or("no JPEG header")?;
+    check_decoded_size(width, height, size, "JPEG")?;
     pixels.resize(size, 0);
     decoder.decode_into(&mut pixels[..size]).map_err(|e| e.to_string())?;
-    Ok((width as u32, height as u32))
+    Ok((width, height))
 }
 
-fn decode_png(bytes: &[u8], pixels: &mut Vec<u8>, working: &mut png::DecoderBuffers) -> Result<(u32, u32), String> {
+fn decode_png(bytes: &[u8], pixels: &mut Vec<u8>) -> Result<(u32, u32), String> {
     let mut options = png::DecodeOptions::default();
-    // Text, ICC, EXIF, background and significant-bit chunks do not change
-    // the pixels (PIL's `convert('RGB')` ignores them too): skipped, not copied.
-    options.set_skip_metadata(true);
-    let mut decoder = png::Decoder::new_with_buffers(Cursor::new(bytes), options, std::mem::take(working));
+    // Text and ICC chunks do not change the pixels (PIL's `convert('RGB')`
+    // ignores them too), so they are not copied out.
+    options.set_ignore_text_chunk(true);
+    options.set_ignore_iccp_chunk(true);
+    let mut decoder = png::Decoder::new_with_options(Cursor::new(bytes), options);
     // Palettes and low bit depths become 8-bit samples, 16-bit samples keep
     // their high byte, as PIL reads them.
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
-    let decoded = read_png_rgb(&mut reader, pixels);
-    *working = reader.into_buffers();
-    decoded
-}
-
-fn read_png_rgb(reader: &mut png::Reader<Cursor<&[u8]>>, pixels: &mut Vec<u8>) -> Result<(u32, u32), String> {
     let (width, height) = reader.info().size();
     let decoded_len = reader.output_buffer_size().ok_or("PNG dimensions overflow")?;
     let count = width as usize * height as usize;
     let len = decoded_len.max(count * 3);
-    if len > MAX_DECODED_BYTES {
-        return Err(format!("{width}×{height} PNG is larger than the {MAX_DECODED_BYTES}-byte limit"));
-    }
+    check_decoded_size(width, height, len, "PNG")?;
     pixels.resize(len, 0);
     let frame = reader.next_frame(&mut pixels[..decoded_len]).map_err(|e| e.to_string())?;
     expand_to_rgb(pixels, frame.color_type, count);
     Ok((width, height))
+}
+
+/// Refuses a header whose image would need more than [`MAX_DECODED_BYTES`],
+/// before anything is allocated for it.
+fn check_decoded_size(width: u32, height: u32, bytes: usize, format: &str) -> Result<(), String> {
+    if bytes > MAX_DECODED_BYTES {
+        return Err(format!("{width}×{height} {format} is larger than the {MAX_DECODED_BYTES}-byte limit"));
+    }
+    Ok(())
 }
 
 /// Rewrites the first `count` pixels of `pixels`, stored as `color` with

@@ -15,13 +15,15 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// Training augmentation, applied after the resize in the reference's order.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AugmentConfig {
-    /// Cutout with this factor (0.5 in the reference); `None` disables.
+    /// Cutout: a rectangle of this fraction of the width and height, filled with a random colour (0.5 in
+    /// the reference); null disables.
     pub cutout: Option<f64>,
-    /// `None` disables RandAugment.
+    /// RandAugment after Cutout, as in the reference; null disables.
     pub randaugment: Option<RandAugmentConfig>,
+    /// Mirror half of the images left to right.
     pub horizontal_flip: bool,
 }
 

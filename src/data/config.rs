@@ -1,0 +1,167 @@
+//! The `data` section of a run's config, and turning it into datasets and
+//! loader settings.
+
+use super::error::{DataError, Result};
+use super::loader::LoaderConfig;
+use super::sources::{load_list, load_voc, CocoOptions, CocoSplit, CrowdPolicy, DifficultPolicy, ListOptions};
+use super::transform::AugmentConfig;
+use super::Dataset;
+use crate::config::{at_least_one, key_error, Validate};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// COCO layout (also what `asl synth` writes).
+    #[default]
+    Coco,
+    /// `VOCdevkit/VOC2007` layout.
+    Voc,
+    /// CSV/TSV list (`path,labels[,unknown]`).
+    List,
+}
+
+/// Where the images come from and how they are batched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// coco (also the layout `asl synth` writes), voc or list.
+    pub source: SourceKind,
+    /// Dataset root (COCO, VOC) or list file; usually given as --data.
+    pub path: Option<PathBuf>,
+    /// For lists: the validation list file.
+    pub val_path: Option<PathBuf>,
+    /// Training split: COCO reads annotations/instances_<split>.json and <split>/ (train finds train2017 or
+    /// train2014); VOC reads ImageSets/Main/<split>.txt.
+    pub train_split: String,
+    /// Validation split, named as train_split.
+    pub val_split: String,
+    /// Square input side S: images are squished to S×S, not cropped.
+    pub image_size: u32,
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Validation batch size; null uses twice batch_size (validation keeps no activations for a backward pass).
+    pub val_batch_size: Option<usize>,
+    /// Decode threads; 0 uses every core.
+    pub threads: usize,
+    /// Batches prepared ahead of the trainer.
+    pub prefetch: usize,
+    /// Stop at the first unreadable image instead of skipping it with a warning.
+    pub strict: bool,
+    /// Drop the last, smaller batch of each epoch.
+    pub drop_last: bool,
+    /// COCO: drop images without annotations (the reference does); false keeps them as all-negative.
+    pub drop_unannotated: bool,
+    /// COCO iscrowd instances: include, exclude or unknown.
+    pub crowd: CrowdPolicy,
+    /// VOC difficult objects: include, exclude or unknown.
+    pub difficult: DifficultPolicy,
+    /// Lists: the separator between labels.
+    pub label_separator: char,
+    /// Training augmentation, applied after the resize (validation has none).
+    pub augment: AugmentConfig,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            source: SourceKind::Coco,
+            path: None,
+            val_path: None,
+            train_split: "train".into(),
+            val_split: "val".into(),
+            image_size: 448,
+            batch_size: 56,
+            val_batch_size: None,
+            threads: 0,
+            prefetch: 2,
+            strict: false,
+            drop_last: false,
+            drop_unannotated: false,
+            crowd: CrowdPolicy::default(),
+            difficult: DifficultPolicy::default(),
+            label_separator: ' ',
+            augment: AugmentConfig::default(),
+        }
+    }
+}
+
+impl Validate for DataConfig {
+    fn validate(&self) -> crate::config::Result<()> {
+        if self.image_size == 0 {
+            return Err(key_error("data.image_size", "must be at least 1"));
+        }
+        at_least_one("data.batch_size", self.batch_size)?;
+        match self.val_batch_size {
+            Some(size) => at_least_one("data.val_batch_size", size),
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Val,
+}
+
+impl DataConfig {
+    /// Loads the train or validation split this section describes.
+    pub fn load_split(&self, split: Split) -> Result<Dataset> {
+        let root = self.path.as_ref().ok_or_else(|| DataError::Option {
+            name: "data.path",
+            message: "no dataset given: pass --data PATH or set data.path".into(),
+        })?;
+        let name = if split == Split::Train { &self.train_split } else { &self.val_split };
+        let dataset = match self.source {
+            SourceKind::Coco => CocoSplit::find(root, name)?
+                .load(&CocoOptions { drop_unannotated: self.drop_unannotated, crowd: self.crowd })?,
+            SourceKind::Voc => load_voc(root, name, self.difficult)?,
+            SourceKind::List => self.load_list(root, split)?,
+        };
+        if dataset.is_empty() {
+            return Err(DataError::Empty(root.clone()));
+        }
+        Ok(dataset)
+    }
+
+    fn load_list(&self, train_list: &std::path::Path, split: Split) -> Result<Dataset> {
+        let options = ListOptions { label_separator: self.label_separator, classes: None };
+        let train = load_list(train_list, &options)?;
+        match (split, &self.val_path) {
+            (Split::Train, _) => Ok(train),
+            (Split::Val, Some(val)) => load_list(val, &ListOptions { classes: Some(train.class_names), ..options }),
+            (Split::Val, None) => Err(DataError::Option {
+                name: "data.val_path",
+                message: "a list dataset needs a validation list".into(),
+            }),
+        }
+    }
+
+    /// Training loader settings: shuffled by `seed`, augmented.
+    pub fn train_loader(&self, seed: u64) -> LoaderConfig {
+        LoaderConfig {
+            batch_size: self.batch_size,
+            image_size: self.image_size,
+            shuffle: true,
+            drop_last: self.drop_last,
+            augment: self.augment,
+            prefetch: self.prefetch,
+            threads: self.threads,
+            strict: self.strict,
+            seed,
+        }
+    }
+
+    /// Validation loader settings: dataset order, no augmentation.
+    pub fn val_loader(&self) -> LoaderConfig {
+        LoaderConfig {
+            prefetch: self.prefetch,
+            threads: self.threads,
+            strict: self.strict,
+            ..LoaderConfig::evaluation(self.val_batch_size.unwrap_or(2 * self.batch_size), self.image_size)
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The configured loss applied to a training batch: partial labels, the
+//! adaptive γ−, and the probability statistics the paper analyses.
+
+use super::config::LossConfig;
+use super::error::Result;
+use super::{AsymmetricLoss, AsymmetricLossSingleLabel, PartialLabels, ProbabilityStats};
+use tch::{Kind, Tensor};
+
+pub enum Objective {
+    Asymmetric {
+        loss: AsymmetricLoss,
+        /// `Some(weight)` when the data has unknown labels (1 / 0 / -1 targets).
+        unknown_weight: Option<f64>,
+    },
+    SingleLabel(AsymmetricLossSingleLabel),
+}
+
+impl Objective {
+    /// `partial`: whether the training data has unknown labels; without
+    /// them the targets go to the loss as they are.
+    pub fn new(config: &LossConfig, partial: bool) -> Result<Self> {
+        Ok(match config {
+            LossConfig::Asymmetric(s) => Objective::Asymmetric {
+                loss: AsymmetricLoss::new(s.loss())?,
+                unknown_weight: partial.then_some(s.unknown_weight),
+            },
+            LossConfig::SingleLabel(c) => Objective::SingleLabel(AsymmetricLossSingleLabel::new(*c)?),
+        })
+    }
+
+    /// The current γ− (both losses have one).
+    pub fn gamma_neg(&self) -> f64 {
+        match self {
+            Objective::Asymmetric { loss, .. } => loss.config().gamma_neg,
+            Objective::SingleLabel(l) => l.config().gamma_neg,
+        }
+    }
+
+    pub fn set_gamma_neg(&mut self, gamma_neg: f64) -> Result<()> {
+        if let Objective::Asymmetric { loss, .. } = self {
+            *loss = loss.with_gamma_neg(gamma_neg)?;
+        }
+        Ok(())
+    }
+
+    /// The scalar loss of `logits` `[B, K]` against targets `[B, K]` (1 / 0, and -1 unknown for partial data).
+    pub fn loss(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        match self {
+            Objective::Asymmetric { loss, unknown_weight: None } => loss.forward(logits, targets),
+            Objective::Asymmetric { loss, unknown_weight: Some(weight) } => {
+                let partial = PartialLabels::from_states(&targets.f_to_kind(Kind::Int64)?, *weight)?;
+                loss.forward_weighted(logits, &partial.targets, Some(&partial.weights))
+            }
+            Objective::SingleLabel(loss) => loss.forward(logits, &targets.f_argmax(1, false)?),
+        }
+    }
+}
+
+/// p_t+, p_t- of a batch over its known labels (targets 1 / 0 / -1 unknown).
+pub fn batch_stats(logits: &Tensor, targets: &Tensor) -> Result<ProbabilityStats> {
+    let known = targets.f_ge(0.0)?;
+    let binary = targets.f_clamp_min(0.0)?;
+    ProbabilityStats::from_batch(logits, &binary, Some(&known))
+}
