@@ -6,6 +6,7 @@ mod common;
 
 use asl::data::sources::{write_synthetic, SynthConfig};
 use asl::train::checkpoint::{read_checkpoint, TrainState};
+use asl::train::{prepare, Observer, Outcome, RunOptions, TrainConfig, TrainEvent};
 use common::python::{export_model, run_python};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -165,4 +166,80 @@ fn single_label_loss_refuses_multi_label_data() {
     assert!(!run.status.success());
     let message = text(&run);
     assert!(message.contains("single-label training needs exactly one positive per image;"), "{message}");
+}
+
+/// Counts the events of a run by kind.
+#[derive(Default)]
+struct Recorder {
+    counts: std::collections::BTreeMap<&'static str, usize>,
+    validated_images: usize,
+    steps: Vec<usize>,
+    checkpoints: Vec<String>,
+}
+
+impl Observer for Recorder {
+    fn on_event(&mut self, event: &TrainEvent<'_>) {
+        let kind = match event {
+            TrainEvent::Notice(_) => "notice",
+            TrainEvent::Warning(_) => "warning",
+            TrainEvent::EpochStarted { .. } => "epoch started",
+            TrainEvent::BatchTrained => "batch",
+            TrainEvent::Step(log) => {
+                self.steps.push(log.step);
+                "step"
+            }
+            TrainEvent::ImageSkipped { .. } => "skipped",
+            TrainEvent::ValidationStarted { .. } => "validation started",
+            TrainEvent::ValidationProgress { images } => {
+                self.validated_images += images;
+                "validation progress"
+            }
+            TrainEvent::EpochFinished { .. } => "epoch finished",
+            TrainEvent::CheckpointWritten { name, .. } => {
+                self.checkpoints.push(name.to_string());
+                "checkpoint"
+            }
+        };
+        *self.counts.entry(kind).or_default() += 1;
+    }
+}
+
+#[test]
+fn the_library_reports_a_run_to_its_observer_and_runs_without_one() {
+    let f = Fixture::new();
+    let sets: Vec<String> = [
+        format!("model.path={}", f.model.display()),
+        format!("data.path={}", f.dir.path().join("data").display()),
+        "data.image_size=32".into(),
+        "data.batch_size=16".into(),
+        "data.val_batch_size=16".into(),
+        "device=cpu".into(),
+        "train.epochs=2".into(),
+        "schedule.scheduled_epochs=2".into(),
+        "train.log_every=4".into(),
+    ]
+    .into();
+    let config = TrainConfig::load(Path::new("configs/demo.yaml"), &sets).unwrap();
+    let mut recorder = Recorder::default();
+    let options = RunOptions { run_dir: f.runs().join("observed"), ..RunOptions::default() };
+    let mut trainer = prepare(config.clone(), options, &mut recorder).unwrap();
+    assert!(matches!(trainer.run(&mut recorder).unwrap(), Outcome::Finished { .. }));
+    // 96 training images in batches of 16: 6 batches and steps per epoch; 32 validation images,
+    // scored for the model and its EMA in 2 batches each.
+    let counts = &recorder.counts;
+    let count = |kind: &str| counts.get(kind).copied().unwrap_or(0);
+    assert_eq!((count("notice"), count("epoch started"), count("batch")), (1, 2, 12), "{counts:?}");
+    assert_eq!(recorder.steps, [4, 8, 12]);
+    assert_eq!((count("validation started"), count("validation progress"), recorder.validated_images), (4, 8, 128));
+    assert_eq!(count("epoch finished"), 2);
+    assert_eq!(&recorder.checkpoints[..2], ["last", "best"], "{:?}", recorder.checkpoints);
+    assert!(!f.runs().join("observed/tensorboard").exists(), "the library wrote TensorBoard files itself");
+
+    let options = RunOptions { run_dir: f.runs().join("unobserved"), ..RunOptions::default() };
+    let mut quiet = prepare(config, options, &mut ()).unwrap();
+    quiet.run(&mut ()).unwrap();
+    let figures = |run: &str| -> Vec<_> {
+        state(&f.runs().join(run)).history.iter().map(|r| (r.train_loss.to_bits(), r.map, r.map_ema)).collect()
+    };
+    assert_eq!(figures("unobserved"), figures("observed"));
 }
