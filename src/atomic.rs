@@ -1,27 +1,45 @@
-//! Write-then-rename, so an interrupted save never replaces a good file
-//! with half of a new one.
+//! Durable write-then-rename: an interrupted save, a killed process or a
+//! power loss never replaces a good file with part of a new one. The data
+//! is fsynced before the rename and the directory after it, so the rename
+//! itself survives a power loss too.
 
+use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// Calls `write` on a temporary path in the same directory as `path`, then
-/// renames it over `path`. The temporary file is removed on failure.
+/// Calls `write` on a fresh temporary path in `path`'s directory (unique
+/// per call, so concurrent writers never share it), fsyncs what it wrote,
+/// renames it over `path` and fsyncs the directory. On failure the
+/// temporary file is removed and `path` is untouched.
 pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = parent(path);
     std::fs::create_dir_all(dir)?;
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp: PathBuf = dir.join(tmp_name);
-    if let Err(e) = write(&tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, path)
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(dir)?;
+    write(tmp.path())?;
+    // The writer may have written through its own handle (libtorch does), so sync by path.
+    File::open(tmp.path())?.sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir)
 }
 
 /// [`write_atomically`] for in-memory contents.
 pub fn write_bytes_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
     write_atomically(path, |tmp| std::fs::write(tmp, contents))
+}
+
+/// Makes the entries of `dir` (creations, renames, removals) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Makes a file's contents durable.
+pub fn sync_file(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
 #[cfg(test)]
@@ -39,6 +57,32 @@ mod tests {
         });
         assert!(err.is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"good");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn concurrent_writers_never_share_a_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.pt");
+        std::thread::scope(|scope| {
+            for i in 0..8u8 {
+                let path = &path;
+                scope.spawn(move || {
+                    for _ in 0..50 {
+                        write_atomically(path, |tmp| {
+                            std::fs::write(tmp, vec![i; 4096])?;
+                            std::thread::yield_now();
+                            // Had another thread written the same temporary, this would fail.
+                            assert_eq!(std::fs::read(tmp)?, vec![i; 4096]);
+                            Ok(())
+                        })
+                        .unwrap();
+                    }
+                });
+            }
+        });
+        let last = std::fs::read(&path).unwrap();
+        assert!(last.len() == 4096 && last.iter().all(|&b| b == last[0]));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

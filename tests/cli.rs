@@ -27,6 +27,18 @@ fn loss_curves_writes_csv_and_png_and_prints_p_star() {
 }
 
 #[test]
+fn reproduce_needs_at_least_one_seed() {
+    let out = tempfile::tempdir().unwrap();
+    let output = asl().args(["reproduce", "--seeds", "0", "--out"]).arg(out.path()).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid value '0' for '--seeds <SEEDS>': expected a whole number of at least 1"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn invalid_parameters_fail_with_the_parameter_named() {
     let out = tempfile::tempdir().unwrap();
     let output = asl().args(["loss-curves", "--clip", "1.5", "--out"]).arg(out.path()).output().unwrap();

@@ -96,25 +96,27 @@ fn unreadable_images_are_skipped_named_and_counted_or_fatal_when_strict() {
     let text = dir.path().join("notes.jpg");
     std::fs::write(&text, "this is not an image").unwrap();
     let missing = dir.path().join("missing.jpg");
-    let paths = [good(0), truncated.clone(), good(1), text.clone(), missing.clone(), good(2)];
+    let empty = dir.path().join("empty.png");
+    std::fs::write(&empty, b"").unwrap();
+    let paths = [good(0), truncated.clone(), good(1), text.clone(), missing.clone(), good(2), empty.clone()];
     let samples = paths
         .iter()
         .enumerate()
         .map(|(i, p)| Sample { path: p.clone(), positives: vec![i as u32], unknown: vec![] })
         .collect();
-    let dataset = Arc::new(Dataset { class_names: (0..6).map(|i| i.to_string()).collect(), samples });
+    let dataset = Arc::new(Dataset { class_names: (0..7).map(|i| i.to_string()).collect(), samples });
 
-    let config = LoaderConfig { batch_size: 6, image_size: 16, ..LoaderConfig::evaluation(6, 16) };
+    let config = LoaderConfig { batch_size: 7, image_size: 16, ..LoaderConfig::evaluation(7, 16) };
     let mut epoch = loader(&dataset, config).epoch(0, 0);
     let batch = epoch.next().unwrap().unwrap();
     assert_eq!(batch.indices, vec![0, 2, 5]);
     let targets = batch.targets_tensor(Device::Cpu).unwrap();
     assert_eq!(targets.argmax(1, false).to_kind(Kind::Int64).iter::<i64>().unwrap().collect::<Vec<_>>(), vec![0, 2, 5]);
     let named: Vec<_> = batch.skipped.iter().map(|s| s.path.clone()).collect();
-    assert_eq!(named, vec![truncated.clone(), text, missing]);
+    assert_eq!(named, vec![truncated.clone(), text, missing, empty]);
     assert!(batch.skipped.iter().all(|s| s.reason.contains("cannot decode image")), "{:?}", batch.skipped);
     drop(batch);
-    assert_eq!(epoch.skipped(), 3);
+    assert_eq!(epoch.skipped(), 4);
 
     let mut strict = loader(&dataset, LoaderConfig { strict: true, ..config }).epoch(0, 0);
     let err = strict.next().unwrap().err().unwrap().to_string();

@@ -39,7 +39,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 fn finetune_save_and_reload_in_python() {
     let dir = tempfile::tempdir().unwrap();
     let mut network = Network::load(&exported(dir.path(), 10), Device::Cpu).unwrap();
-    network.check_input_size(SIZE as i64).unwrap();
+    assert_eq!(network.check_input_size(SIZE as i64).unwrap(), 10);
     let names: Vec<String> = (0..5).map(|i| format!("class{i}")).collect();
     network.reset_head(5, Some(names.clone()), 0).unwrap();
 

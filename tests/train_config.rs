@@ -66,7 +66,7 @@ fn bad_keys_types_and_values_name_the_key() {
 #[test]
 fn one_cycle_matches_pytorch() {
     let config = demo_with(&[]).unwrap();
-    let schedule = OneCycle::new(config.schedule, 50);
+    let schedule = OneCycle::new(config.schedule, 50).unwrap();
     let script = "import torch, json\n\
         p = torch.nn.Parameter(torch.zeros(1))\n\
         opt = torch.optim.Adam([p], lr=1.0)\n\

@@ -4,77 +4,11 @@
 
 mod common;
 
-use asl::data::sources::{write_synthetic, SynthConfig};
-use asl::train::checkpoint::{read_checkpoint, TrainState};
 use asl::train::{prepare, Observer, Outcome, RunOptions, TrainConfig, TrainEvent};
-use common::python::{export_model, run_python};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    model: PathBuf,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config =
-            SynthConfig { train_images: 96, val_images: 32, image_size: 32, classes: 12, ..Default::default() };
-        write_synthetic(&dir.path().join("data"), &config).unwrap();
-        let model = dir.path().join("model/test_resnet.pt");
-        export_model("test_resnet", 12, 32, &model);
-        Self { dir, model }
-    }
-
-    fn runs(&self) -> PathBuf {
-        self.dir.path().join("runs")
-    }
-
-    fn command(&self, name: &str, extra: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_asl"));
-        command.current_dir(env!("CARGO_MANIFEST_DIR")).args(["train", "--no-progress", "--runs"]).arg(self.runs());
-        let sets = [
-            format!("name={name}"),
-            format!("model.path={}", self.model.display()),
-            format!("data.path={}", self.dir.path().join("data").display()),
-            "data.image_size=32".into(),
-            "data.batch_size=16".into(),
-            "data.threads=2".into(),
-            "device=cpu".into(),
-            "train.log_every=1".into(),
-        ];
-        if !extra.contains(&"--resume") {
-            command.args(["--config", "configs/demo.yaml"]);
-            for s in &sets {
-                command.args(["--set", s]);
-            }
-        }
-        command.args(extra);
-        command
-    }
-
-    fn run(&self, name: &str, extra: &[&str]) -> Output {
-        self.command(name, extra).output().unwrap()
-    }
-}
-
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-}
-
-fn epoch_line(output: &Output, epoch: usize) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let prefix = format!("epoch {epoch:>3}  loss");
-    let line =
-        stdout.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no epoch {epoch} in:\n{stdout}"));
-    // Drop the wall-clock figures (seconds, images/s, data wait) at the end.
-    line.rsplit_once("  ").unwrap().0.to_string()
-}
-
-fn state(run: &Path) -> TrainState {
-    read_checkpoint(&run.join("checkpoints/last")).unwrap().0
-}
+use common::python::run_python;
+use common::training::{epoch_line, state, text, Fixture};
+use std::path::Path;
+use std::process::Command;
 
 #[test]
 fn resumed_run_matches_an_unstopped_run_exactly() {

@@ -139,3 +139,35 @@ fn infer_probabilities_match_pytorch_on_five_real_images() {
     let worst: f64 = String::from_utf8_lossy(&result.stdout).trim().parse().unwrap();
     assert!(worst < 1e-5, "asl infer and PyTorch differ by {worst}");
 }
+
+#[test]
+fn infer_refuses_thresholds_tuned_for_another_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.pt");
+    export_model("test_resnet", 5, 32, &model);
+    let image = dir.path().join("one.png");
+    image::RgbImage::from_pixel(32, 32, image::Rgb([9, 99, 199])).save(&image).unwrap();
+    let thresholds = r#"{"class_names": ["a", "b", "c"], "thresholds": [0.5, 0.5, 0.5], "f1": [null, null, null]}"#;
+    std::fs::write(dir.path().join("m.thresholds.json"), thresholds).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_asl"))
+        .args(["infer", "--device", "cpu", "--model", model.to_str().unwrap(), image.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("m.thresholds.json holds 3 thresholds but") && stderr.contains("has 5 classes"),
+        "{stderr}"
+    );
+    // An explicit threshold does not need the file.
+    asl(&[
+        "infer",
+        "--device",
+        "cpu",
+        "--threshold",
+        "0.3",
+        "--model",
+        model.to_str().unwrap(),
+        image.to_str().unwrap(),
+    ]);
+}

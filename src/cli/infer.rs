@@ -40,19 +40,24 @@ enum Rule {
 }
 
 pub fn run(args: &InferArgs) -> Result<()> {
-    let (network, size) = args.model.load()?;
+    let (network, size, classes) = args.model.load()?;
     let model_file = args.model.model_file()?;
-    let card = network.card();
-    let classes = card.map(|c| c.num_classes as usize);
-    let names: Vec<String> = match card.and_then(|c| c.class_names.clone()) {
-        Some(names) => names,
-        None => (0..classes.unwrap_or(0)).map(|i| i.to_string()).collect(),
+    let names: Vec<String> = match network.card().and_then(|c| c.class_names.clone()) {
+        Some(names) if names.len() == classes => names,
+        _ => (0..classes).map(|i| i.to_string()).collect(),
     };
     let rule = match (args.top_k, args.threshold, ClassThresholds::load_beside(&model_file)?) {
         (Some(k), _, _) => Rule::TopK(k),
-        (None, Some(t), _) => Rule::PerClass(vec![t; names.len()]),
-        (None, None, Some(tuned)) => Rule::PerClass(tuned.thresholds),
-        (None, None, None) => Rule::PerClass(vec![0.5; names.len()]),
+        (None, Some(t), _) => Rule::PerClass(vec![t; classes]),
+        (None, None, Some(tuned)) if tuned.thresholds.len() == classes => Rule::PerClass(tuned.thresholds),
+        (None, None, Some(tuned)) => bail!(
+            "{} holds {} thresholds but {} has {classes} classes: it was tuned for another model. Tune it again \
+             with `asl validate --tune-thresholds`, delete it, or pass --threshold",
+            ClassThresholds::path_for(&model_file).display(),
+            tuned.thresholds.len(),
+            model_file.display()
+        ),
+        (None, None, None) => Rule::PerClass(vec![0.5; classes]),
     };
     let samples = collect_images(&args.inputs)?;
     let total = samples.len();

@@ -35,17 +35,18 @@ impl ModelArgs {
         Ok(self.model.clone())
     }
 
-    /// Loads the network in eval mode and returns it with the input size to use.
-    pub fn load(&self) -> Result<(Network, u32)> {
+    /// Loads the network in eval mode and returns it with the input size to
+    /// use and its number of classes.
+    pub fn load(&self) -> Result<(Network, u32, usize)> {
         let device = resolve_device(&self.device)?;
         let mut network = Network::load(&self.model_file()?, device)?;
         let size = match (self.image_size, network.card()) {
             (Some(size), _) => size,
-            (None, Some(card)) => card.input_size as u32,
+            (None, Some(card)) => u32::try_from(card.input_size)?,
             (None, None) => bail!("{} has no model card; pass --image-size", self.model.display()),
         };
-        network.check_input_size(size as i64)?;
+        let classes = network.check_input_size(i64::from(size))?;
         network.set_train(false)?;
-        Ok((network, size))
+        Ok((network, size, usize::try_from(classes)?))
     }
 }

@@ -17,17 +17,35 @@ pub struct ReproduceArgs {
     /// Output directory: data/, runs/, results.md, results.csv, delta_p.png.
     #[arg(long, default_value = "runs/reproduce")]
     out: PathBuf,
-    #[arg(long, default_value_t = 3)]
+    /// Seeds per loss (each its own initialisation and data order).
+    #[arg(long, default_value_t = 3, value_parser = at_least_one::<u64>)]
     seeds: u64,
-    #[arg(long, default_value_t = 12)]
+    /// Epochs per run.
+    #[arg(long, default_value_t = 12, value_parser = at_least_one::<usize>)]
     epochs: usize,
-    #[arg(long, default_value_t = 2000)]
+    /// Synthetic training images.
+    #[arg(long, default_value_t = 2000, value_parser = at_least_one::<usize>)]
     train_images: usize,
-    #[arg(long, default_value_t = 500)]
+    /// Clean synthetic test images.
+    #[arg(long, default_value_t = 500, value_parser = at_least_one::<usize>)]
     test_images: usize,
-    /// Fraction of positive training labels removed.
-    #[arg(long, default_value_t = 0.2)]
+    /// Fraction of positive training labels removed, in [0, 1).
+    #[arg(long, default_value_t = 0.2, value_parser = fraction)]
     drop_positive: f64,
+}
+
+fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(text: &str) -> Result<T, String> {
+    match text.parse::<T>() {
+        Ok(value) if value >= T::from(1) => Ok(value),
+        _ => Err(format!("expected a whole number of at least 1, got `{text}`")),
+    }
+}
+
+fn fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..1.0).contains(&value) => Ok(value),
+        _ => Err(format!("expected a number in [0, 1), got `{text}`")),
+    }
 }
 
 /// The compared losses as config overrides of `loss`.

@@ -2,9 +2,9 @@
 //! and run the library's trainer.
 
 use super::console::{cell, Console};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use asl::monitor::TensorBoard;
-use asl::train::checkpoint::{read_checkpoint, resolve_checkpoint, EpochRecord};
+use asl::train::checkpoint::{read_checkpoint, resolve_checkpoint, run_dir_of, EpochRecord};
 use asl::train::{prepare, Observer, Outcome, RunOptions, TrainConfig};
 use clap::Args;
 use std::path::PathBuf;
@@ -13,20 +13,21 @@ use std::sync::Arc;
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Recipe file (configs/*.yaml): what differs from the defaults. Not needed with --resume, which uses the
-    /// checkpoint's config.
+    /// Recipe file (configs/*.yaml): what differs from the defaults. Not with --resume, which continues with
+    /// the config saved in the checkpoint.
     #[arg(long, required_unless_present = "resume")]
     config: Option<PathBuf>,
-    /// Dataset root (COCO, VOC) or list file; overrides data.path.
+    /// Dataset root (COCO, VOC) or list file; overrides data.path (also when resuming, as datasets move).
     #[arg(long)]
     data: Option<PathBuf>,
     /// Override a config key, e.g. --set train.epochs=2 --set loss.gamma_neg=2 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// Continue from a checkpoint directory or a run directory (its checkpoints/last).
+    /// Continue a run: its directory (checkpoints/last is used) or one of its checkpoint directories. New
+    /// checkpoints go into that run, wherever asl is started from.
     #[arg(long)]
     resume: Option<PathBuf>,
-    /// Where run directories are created.
+    /// Where new run directories are created (runs/<name>).
     #[arg(long, default_value = "runs")]
     runs: PathBuf,
     /// Hide progress bars (summary lines are still printed).
@@ -46,7 +47,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         print!("{}", config.to_annotated_yaml());
         return Ok(());
     }
-    let run_dir = args.runs.join(&config.name);
+    let run_dir = match &resume {
+        Some(checkpoint) => run_dir_of(checkpoint)?,
+        None => args.runs.join(&config.name),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     ctrlc::set_handler(move || {
@@ -58,7 +62,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let mut observers: Vec<Box<dyn Observer>> = vec![Box::new(Console::new(!args.no_progress))];
     let options = RunOptions { run_dir: run_dir.clone(), resume, stop };
     let mut trainer = prepare(config, options, &mut observers)?;
-    observers.push(Box::new(TensorBoard::new(&run_dir.join("tensorboard"))?));
+    let tensorboard = TensorBoard::new(&run_dir.join("tensorboard"), |message| eprintln!("warning: {message}"))?;
+    observers.push(Box::new(tensorboard));
     let outcome = trainer.run(&mut observers)?;
     drop(observers);
     match outcome {
@@ -82,17 +87,24 @@ fn resolve_config(args: &TrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
     if args.strict {
         overrides.push("data.strict=true".into());
     }
-    if let Some(resume) = &args.resume {
-        let dir = resolve_checkpoint(resume)?;
-        let (_, saved) = read_checkpoint(&dir)?;
-        let config = TrainConfig::from_yaml(&saved.to_yaml(), "the checkpoint's config", &overrides)?;
-        return Ok((config, Some(dir)));
-    }
-    let path = args.config.as_ref().context("--config is required without --resume")?;
     if let Some(data) = &args.data {
         overrides.push(format!("data.path={}", serde_json::to_string(&data.display().to_string())?));
     }
-    Ok((TrainConfig::load(path, &overrides)?, None))
+    let Some(resume) = &args.resume else {
+        let path = args.config.as_ref().context("--config is required without --resume")?;
+        return Ok((TrainConfig::load(path, &overrides)?, None));
+    };
+    if let Some(path) = &args.config {
+        bail!(
+            "--config {} cannot be combined with --resume: a resumed run continues with the config saved in its \
+             checkpoint. Change single keys with --set, or start a new run with --config",
+            path.display()
+        );
+    }
+    let dir = resolve_checkpoint(resume)?;
+    let (_, saved) = read_checkpoint(&dir)?;
+    let config = TrainConfig::from_yaml(&saved.to_yaml(), "the checkpoint's config", &overrides)?;
+    Ok((config, Some(dir)))
 }
 
 fn print_table(history: &[EpochRecord], best_epoch: Option<usize>, best_map: Option<f64>) {

@@ -68,7 +68,7 @@ struct JsonReport<'a> {
 }
 
 pub fn run(args: &ValidateArgs) -> Result<()> {
-    let (mut network, size) = args.model.load()?;
+    let (mut network, size, _) = args.model.load()?;
     let data = data_section(args, size)?;
     let dataset = Arc::new(data.load_split(Split::Val)?);
     let config = LoaderConfig {

@@ -22,6 +22,8 @@ pub enum DataError {
     Empty(PathBuf),
     #[error("cannot decode image {path}: {message}")]
     Decode { path: PathBuf, message: String },
+    #[error("the loader delivered {received} of {expected} batches of this epoch: {reason}")]
+    LoaderStopped { received: usize, expected: usize, reason: String },
     #[error("invalid data option `{name}`: {message}")]
     Option { name: &'static str, message: String },
     #[error(transparent)]

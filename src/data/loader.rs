@@ -188,17 +188,28 @@ impl Loader {
             reuse: Mutex::new(recycle_receiver),
         };
         let batches = self.batches_per_epoch();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("asl-loader".into())
             .spawn(move || producer.run(start, batches, sender))
-            .expect("spawning the loader thread");
-        EpochIter { receiver, skipped: 0 }
+            .map_err(|e| DataError::LoaderStopped { received: 0, expected: batches - start, reason: e.to_string() });
+        let (thread, failed) = match thread {
+            Ok(handle) => (Some(handle), None),
+            Err(error) => (None, Some(error)),
+        };
+        EpochIter { receiver, thread, failed, expected: batches.saturating_sub(start), received: 0, skipped: 0 }
     }
 }
 
-/// The batches of one epoch. Dropping it stops the background work.
+/// The batches of one epoch. Dropping it stops the background work. An
+/// epoch that ends before all its batches arrived (the loader thread died)
+/// ends with an error, never silently short.
 pub struct EpochIter {
     receiver: Receiver<Result<Batch>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// An error to yield next: the thread could not start.
+    failed: Option<DataError>,
+    expected: usize,
+    received: usize,
     skipped: usize,
 }
 
@@ -207,18 +218,52 @@ impl EpochIter {
     pub fn skipped(&self) -> usize {
         self.skipped
     }
+
+    /// Why the batches stopped early: the loader thread's panic, if any.
+    fn stopped_early(&mut self) -> DataError {
+        let reason = match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Err(panic)) => format!("the loader thread panicked: {}", panic_message(panic.as_ref())),
+            _ => "the loader thread ended".to_string(),
+        };
+        DataError::LoaderStopped { received: self.received, expected: self.expected, reason }
+    }
 }
 
 impl Iterator for EpochIter {
     type Item = Result<Batch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let item = self.receiver.recv().ok()?;
-        if let Ok(batch) = &item {
-            self.skipped += batch.skipped.len();
+        if let Some(error) = self.failed.take() {
+            self.expected = self.received;
+            return Some(Err(error));
+        }
+        let Ok(item) = self.receiver.recv() else {
+            if self.received < self.expected {
+                let error = self.stopped_early();
+                self.expected = self.received;
+                return Some(Err(error));
+            }
+            return None;
+        };
+        match &item {
+            Ok(batch) => {
+                self.received += 1;
+                self.skipped += batch.skipped.len();
+            }
+            // The producer stops after an error; nothing more is owed.
+            Err(_) => self.expected = self.received,
         }
         Some(item)
     }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 struct Producer {
@@ -239,6 +284,8 @@ thread_local! {
 impl Producer {
     fn run(self, start: usize, batches: usize, sender: SyncSender<Result<Batch>>) {
         for position in start..batches {
+            #[cfg(test)]
+            hooks::before_batch(&self.dataset, position);
             let batch = self.build(position);
             let failed = batch.is_err();
             if sender.send(batch).is_err() || failed {
@@ -262,11 +309,14 @@ impl Producer {
                 .zip(indices.par_iter())
                 .map(|((pixels, row), &index)| {
                     self.dataset.write_targets(index, row);
-                    self.load(index, pixels).err().map(|e| Skipped {
-                        index,
-                        path: self.dataset.samples[index].path.clone(),
-                        reason: e.to_string(),
-                    })
+                    // A decoder bug on one file costs that file, not the epoch.
+                    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.load(index, pixels)));
+                    let reason = match loaded {
+                        Ok(Ok(())) => return None,
+                        Ok(Err(error)) => error.to_string(),
+                        Err(panic) => format!("decoding panicked: {}", panic_message(panic.as_ref())),
+                    };
+                    Some(Skipped { index, path: self.dataset.samples[index].path.clone(), reason })
                 })
                 .collect()
         });
@@ -291,6 +341,8 @@ impl Producer {
     /// Decodes, resizes and augments sample `index` into `pixels`.
     fn load(&self, index: usize, pixels: &mut [u8]) -> Result<()> {
         let sample = &self.dataset.samples[index];
+        #[cfg(test)]
+        hooks::before_decode(&sample.path);
         let size = self.config.image_size;
         WORKSPACE.with(|workspace| {
             let (buffers, resizer, scratch) = &mut *workspace.borrow_mut();
@@ -327,4 +379,75 @@ fn compact(
         }
     }
     (kept, skipped)
+}
+
+/// Panics injected by this module's tests, to check that the loader turns
+/// them into a skipped image or an error instead of a short epoch.
+#[cfg(test)]
+mod hooks {
+    use super::Dataset;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    pub static PANIC_DECODING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    /// (first sample of the dataset, batch position).
+    pub static PANIC_AT_BATCH: Mutex<Vec<(PathBuf, usize)>> = Mutex::new(Vec::new());
+
+    pub fn before_decode(path: &Path) {
+        if PANIC_DECODING.lock().unwrap().iter().any(|p| p == path) {
+            panic!("injected decoder panic");
+        }
+    }
+
+    pub fn before_batch(dataset: &Dataset, position: usize) {
+        let first = &dataset.samples[0].path;
+        if PANIC_AT_BATCH.lock().unwrap().iter().any(|(p, b)| p == first && *b == position) {
+            panic!("injected loader panic at batch {position}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::sources::{write_synthetic, CocoOptions, CocoSplit, SynthConfig};
+
+    fn synthetic(dir: &std::path::Path) -> Arc<Dataset> {
+        write_synthetic(dir, &SynthConfig { train_images: 40, val_images: 1, ..Default::default() }).unwrap();
+        Arc::new(CocoSplit::find(dir, "train").unwrap().load(&CocoOptions::default()).unwrap())
+    }
+
+    fn loader(dataset: &Arc<Dataset>) -> Loader {
+        let config = LoaderConfig { batch_size: 8, image_size: 32, threads: 2, ..LoaderConfig::default() };
+        Loader::new(Arc::clone(dataset), config).unwrap()
+    }
+
+    #[test]
+    fn a_panicking_decode_skips_that_image_and_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = synthetic(dir.path());
+        let victim = dataset.samples[3].path.clone();
+        hooks::PANIC_DECODING.lock().unwrap().push(victim.clone());
+        let batches: Vec<Batch> = loader(&dataset).epoch(0, 0).collect::<Result<_>>().unwrap();
+        let skipped: Vec<&Skipped> = batches.iter().flat_map(|b| &b.skipped).collect();
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(skipped[0].path, victim);
+        assert_eq!(skipped[0].reason, "decoding panicked: injected decoder panic");
+        assert_eq!(batches.iter().map(Batch::len).sum::<usize>(), 39);
+    }
+
+    #[test]
+    fn a_dead_loader_thread_ends_the_epoch_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = synthetic(dir.path());
+        hooks::PANIC_AT_BATCH.lock().unwrap().push((dataset.samples[0].path.clone(), 2));
+        let results: Vec<Result<Batch>> = loader(&dataset).epoch(0, 0).collect();
+        assert_eq!(results.len(), 3);
+        assert!(results[..2].iter().all(Result::is_ok));
+        let message = results[2].as_ref().err().unwrap().to_string();
+        assert_eq!(
+            message,
+            "the loader delivered 2 of 5 batches of this epoch: the loader thread panicked: injected loader panic at batch 2"
+        );
+    }
 }

@@ -11,5 +11,6 @@ pub mod transform;
 pub use config::{DataConfig, SourceKind, Split};
 pub use dataset::{Dataset, Sample, UNKNOWN};
 pub use error::{DataError, Result};
+pub(crate) use loader::panic_message;
 pub use loader::{Batch, EpochIter, Loader, LoaderConfig, Skipped};
 pub use rng::{sample_rng, Stream};

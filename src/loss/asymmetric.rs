@@ -145,6 +145,14 @@ impl AsymmetricLoss {
         if let Some(weights) = weights {
             check_same_shape("weights", weights, logits)?;
         }
+        self.forward_unchecked(logits, targets, weights)
+    }
+
+    /// As [`forward_weighted`](Self::forward_weighted) without the checks:
+    /// for callers whose inputs are valid by construction (the trainer's
+    /// batches), so no device sync is spent. A non-finite logit gives a
+    /// non-finite loss instead of an error.
+    pub fn forward_unchecked(&self, logits: &Tensor, targets: &Tensor, weights: Option<&Tensor>) -> Result<Tensor> {
         let per_element = self.per_element(logits, targets)?;
         let weighted = match weights {
             Some(w) => per_element.f_mul(&w.f_to_kind(per_element.kind())?)?,

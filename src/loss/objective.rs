@@ -4,7 +4,7 @@
 use super::config::LossConfig;
 use super::error::Result;
 use super::{AsymmetricLoss, AsymmetricLossSingleLabel, PartialLabels, ProbabilityStats};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 pub enum Objective {
     Asymmetric {
@@ -43,15 +43,19 @@ impl Objective {
         Ok(())
     }
 
-    /// The scalar loss of `logits` `[B, K]` against targets `[B, K]` (1 / 0, and -1 unknown for partial data).
-    pub fn loss(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    /// The scalar loss of `logits` `[B, K]` against a loader batch's targets
+    /// `[B, K]` (1 / 0, and -1 unknown for partial data; exactly one 1 per
+    /// row for single-label data). The targets are trusted as the loader
+    /// built them, so nothing waits for the device; a non-finite logit gives
+    /// a non-finite loss.
+    pub fn training_loss(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         match self {
-            Objective::Asymmetric { loss, unknown_weight: None } => loss.forward(logits, targets),
+            Objective::Asymmetric { loss, unknown_weight: None } => loss.forward_unchecked(logits, targets, None),
             Objective::Asymmetric { loss, unknown_weight: Some(weight) } => {
-                let partial = PartialLabels::from_states(&targets.f_to_kind(Kind::Int64)?, *weight)?;
-                loss.forward_weighted(logits, &partial.targets, Some(&partial.weights))
+                let partial = PartialLabels::from_states_unchecked(targets, *weight)?;
+                loss.forward_unchecked(logits, &partial.targets, Some(&partial.weights))
             }
-            Objective::SingleLabel(loss) => loss.forward(logits, &targets.f_argmax(1, false)?),
+            Objective::SingleLabel(loss) => loss.forward_onehot_unchecked(logits, targets),
         }
     }
 }

@@ -36,13 +36,20 @@ impl PartialLabels {
                 reason: "must lie in [0, 1]",
             });
         }
-        let positive = states.f_eq(POSITIVE as f64)?;
-        let unknown = states.f_eq(UNKNOWN as f64)?;
-        let invalid = positive.f_logical_or(&unknown)?.f_logical_or(&states.f_eq(NEGATIVE as f64)?)?.f_logical_not()?;
+        let valid = states.f_eq(POSITIVE as f64)?.f_logical_or(&states.f_eq(UNKNOWN as f64)?)?;
+        let invalid = valid.f_logical_or(&states.f_eq(NEGATIVE as f64)?)?.f_logical_not()?;
         if bool::try_from(invalid.f_any()?)? {
             let (row, col, value) = first_flagged(&invalid, states)?;
             return Err(LossError::InvalidLabelState { value, row, col });
         }
+        Self::from_states_unchecked(states, unknown_weight)
+    }
+
+    /// As [`from_states`](Self::from_states) without checking the states
+    /// or the weight: for the trainer, whose targets the loader wrote.
+    pub fn from_states_unchecked(states: &Tensor, unknown_weight: f64) -> Result<Self> {
+        let positive = states.f_eq(POSITIVE as f64)?;
+        let unknown = states.f_eq(UNKNOWN as f64)?;
         let known = unknown.f_logical_not()?;
         let weights = known.f_to_kind(Kind::Float)?.f_mul_scalar(1.0 - unknown_weight)?.f_add_scalar(unknown_weight)?;
         Ok(Self { targets: positive.f_to_kind(Kind::Float)?, weights, known })

@@ -53,6 +53,13 @@ impl AsymmetricLossSingleLabel {
     /// non-finite logits.
     pub fn forward(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         let onehot = self.check_inputs(logits, targets)?;
+        self.forward_onehot_unchecked(logits, &onehot)
+    }
+
+    /// As [`forward`](Self::forward), against one-hot `onehot` `[B, K]`
+    /// (any dtype), without the checks: for callers whose inputs are valid
+    /// by construction (the trainer's batches), so no device sync is spent.
+    pub fn forward_onehot_unchecked(&self, logits: &Tensor, onehot: &Tensor) -> Result<Tensor> {
         let kind = compute_kind(logits);
         let classes = logits.size()[1];
         let log_p = logits.f_to_kind(kind)?.f_log_softmax(1, kind)?;

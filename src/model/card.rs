@@ -41,10 +41,16 @@ impl ModelCard {
         };
         let card: Self = serde_json::from_str(&text)
             .map_err(|e| ModelError::BadCard { path: path.clone(), message: e.to_string() })?;
+        let bad = |message: String| Err(ModelError::BadCard { path: path.clone(), message });
+        if card.num_classes < 1 {
+            return bad(format!("num_classes is {}; a classifier has at least one class", card.num_classes));
+        }
+        if !(1..=i64::from(u16::MAX)).contains(&card.input_size) {
+            return bad(format!("input_size is {}; expected 1 to {}", card.input_size, u16::MAX));
+        }
         if let Some(names) = &card.class_names {
             if names.len() as i64 != card.num_classes {
-                let message = format!("{} class names for {} classes", names.len(), card.num_classes);
-                return Err(ModelError::BadCard { path, message });
+                return bad(format!("{} class names for {} classes", names.len(), card.num_classes));
             }
         }
         Ok(Some(card))

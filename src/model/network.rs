@@ -123,8 +123,9 @@ impl Network {
     }
 
     /// Checks that `size`×`size` inputs pass through the network, so a
-    /// wrong size fails at start-up rather than mid-epoch.
-    pub fn check_input_size(&mut self, size: i64) -> Result<()> {
+    /// wrong size fails at start-up rather than mid-epoch, and returns the
+    /// number of outputs (classes) it gives.
+    pub fn check_input_size(&mut self, size: i64) -> Result<i64> {
         let model = self.name();
         let multiple = self.card.as_ref().map_or(1, ModelCard::required_multiple);
         if size <= 0 || size % multiple != 0 {
@@ -136,10 +137,17 @@ impl Network {
         let probe = Tensor::f_zeros([1, 3, size, size], (Kind::Float, self.device))?;
         let result = tch::no_grad(|| self.forward(&probe));
         self.set_train(was_training)?;
-        result.map(|_| ()).map_err(|e| {
+        let output = result.map_err(|e| {
             let reason = e.to_string().lines().find(|l| !l.trim().is_empty()).unwrap_or_default().to_string();
-            ModelError::BadInputSize { model, size, reason }
-        })
+            ModelError::BadInputSize { model: model.clone(), size, reason }
+        })?;
+        match output.size().as_slice() {
+            [1, classes] => Ok(*classes),
+            shape => {
+                let reason = format!("its output has shape {shape:?}, not [batch, classes]");
+                Err(ModelError::BadInputSize { model, size, reason })
+            }
+        }
     }
 
     /// Replaces the classifier with a fresh one for `classes` outputs,

@@ -2,9 +2,10 @@
 //! (device, data, network sized for the data, loaders, restored state).
 //! `asl train` and `asl reproduce` both come through here.
 
-use super::checkpoint::MODEL_FILE;
+use super::checkpoint::{read_checkpoint, TrainState, MODEL_FILE};
 use super::config::TrainConfig;
 use super::error::{Result, TrainError};
+use super::lock::RunLock;
 use super::observer::{Observer, TrainEvent};
 use super::trainer::{Trainer, TrainerSetup};
 use crate::atomic::write_bytes_atomically;
@@ -46,11 +47,14 @@ pub fn prepare(config: TrainConfig, options: RunOptions, observer: &mut dyn Obse
         train.mean_positives()
     );
     observer.on_event(&TrainEvent::Notice(&summary));
-    if resume.is_none() && run_dir.join("checkpoints").exists() {
-        return Err(TrainError::RunExists(run_dir));
-    }
     let write_error = |source| ModelError::Write { path: run_dir.clone(), source };
     std::fs::create_dir_all(&run_dir).map_err(write_error)?;
+    let lock = RunLock::acquire(&run_dir)?;
+    match &resume {
+        None if run_dir.join("checkpoints").exists() => return Err(TrainError::RunExists(run_dir)),
+        Some(dir) => check_resumable(&config, dir)?,
+        None => {}
+    }
     write_bytes_atomically(&run_dir.join("config.yaml"), config.to_yaml().as_bytes()).map_err(write_error)?;
     let network = match &resume {
         Some(dir) => Network::load(&dir.join(MODEL_FILE), device)?,
@@ -58,7 +62,37 @@ pub fn prepare(config: TrainConfig, options: RunOptions, observer: &mut dyn Obse
     };
     let train_loader = Loader::new(Arc::new(train), config.data.train_loader(config.seed))?;
     let val_loader = Loader::new(Arc::new(val), config.data.val_loader())?;
-    Trainer::new(TrainerSetup { config, run_dir, network, train_loader, val_loader, resume, stop })
+    Trainer::new(TrainerSetup { config, run_dir, lock, network, train_loader, val_loader, resume, stop })
+}
+
+/// A run stopped mid-epoch continues exactly only with the same batches:
+/// the keys that lay out an epoch must keep their saved values.
+fn check_resumable(config: &TrainConfig, checkpoint: &Path) -> Result<()> {
+    let (state, saved): (TrainState, TrainConfig) = read_checkpoint(checkpoint)?;
+    if state.batch_in_epoch == 0 {
+        return Ok(());
+    }
+    let layout = |c: &TrainConfig| {
+        [
+            ("data.batch_size", c.data.batch_size.to_string()),
+            ("data.drop_last", c.data.drop_last.to_string()),
+            ("train.grad_accumulation", c.train.grad_accumulation.to_string()),
+            ("train.max_steps_per_epoch", format!("{:?}", c.train.max_steps_per_epoch)),
+            ("seed", c.seed.to_string()),
+        ]
+    };
+    for ((key, before), (_, after)) in layout(&saved).into_iter().zip(layout(config)) {
+        if before != after {
+            return Err(TrainError::MidEpochChange {
+                key,
+                before,
+                after,
+                epoch: state.epoch + 1,
+                batch: state.batch_in_epoch,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The configured file, or a fresh export of `model.timm`, checked against

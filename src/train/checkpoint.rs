@@ -7,6 +7,7 @@
 use super::amp::GradScalerState;
 use super::config::TrainConfig;
 use super::Adam;
+use crate::atomic::{sync_dir, sync_file, write_bytes_atomically};
 use crate::loss::AdaptiveAsymmetry;
 use crate::model::{ModelEma, Network};
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,14 @@ pub struct EpochRecord {
     /// Share of those steps' time spent waiting for the loader: near 0 means the model, not the data, sets the pace.
     #[serde(default)]
     pub data_wait_fraction: f64,
+    /// Unreadable images left out of the epoch's training and of its validation.
+    #[serde(default)]
+    pub skipped_train: usize,
+    #[serde(default)]
+    pub skipped_val: usize,
+    /// Optimizer steps the AMP grad scaler has skipped in the run so far.
+    #[serde(default)]
+    pub skipped_steps: usize,
 }
 
 /// Where training stands; everything needed besides the tensors.
@@ -49,6 +58,14 @@ pub struct TrainState {
     /// Sum and count of the losses of `epoch` so far (for an exact mean after resume).
     pub epoch_loss_sum: f64,
     pub epoch_loss_count: usize,
+    /// Unreadable training images of `epoch` so far.
+    #[serde(default)]
+    pub epoch_skipped: usize,
+    /// Optimizer steps skipped by the grad scaler: in all, and in a row up to now.
+    #[serde(default)]
+    pub skipped_steps: usize,
+    #[serde(default)]
+    pub skipped_in_a_row: usize,
     pub best_map: Option<f64>,
     pub best_epoch: Option<usize>,
     pub adaptive: Option<AdaptiveAsymmetry>,
@@ -73,25 +90,72 @@ pub struct CheckpointParts<'a> {
     pub config: &'a TrainConfig,
 }
 
+/// Writes a checkpoint into `dir` (`…/checkpoints/last`): every file into
+/// `last.tmp`, each fsynced, then `last` is swapped for it by two renames,
+/// each made durable. A crash at any point leaves either the new
+/// checkpoint, the previous one at `last`, or (between the two renames)
+/// the previous one at `last.old`, which [`resolve_checkpoint`] finds.
+/// The caller holds the run's [`RunLock`](super::RunLock), so no other
+/// process writes the same temporary directory.
 pub fn write_checkpoint(dir: &Path, parts: &CheckpointParts) -> Result<(), CheckpointError> {
-    let error = |message: String| CheckpointError::Write { path: dir.to_path_buf(), message };
-    let tmp = sibling(dir, "tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| error(e.to_string()))?;
-    parts.network.save(&tmp.join(MODEL_FILE)).map_err(|e| error(e.to_string()))?;
-    parts.ema.save(&tmp.join(EMA_FILE)).map_err(|e| error(e.to_string()))?;
-    parts.optimizer.save(&tmp.join(OPTIMIZER_FILE)).map_err(|e| error(e.to_string()))?;
-    let state = serde_json::to_string_pretty(parts.state).map_err(|e| error(e.to_string()))?;
-    std::fs::write(tmp.join(STATE_FILE), state).map_err(|e| error(e.to_string()))?;
-    std::fs::write(tmp.join(CONFIG_FILE), parts.config.to_yaml()).map_err(|e| error(e.to_string()))?;
-    let old = sibling(dir, "old");
-    let _ = std::fs::remove_dir_all(&old);
-    if dir.exists() {
-        std::fs::rename(dir, &old).map_err(|e| error(e.to_string()))?;
+    let error = |e: &dyn std::fmt::Display| CheckpointError::Write { path: dir.to_path_buf(), message: e.to_string() };
+    let tmp = fresh_sibling(dir, "tmp").map_err(|e| error(&e))?;
+    parts.network.save(&tmp.join(MODEL_FILE)).map_err(|e| error(&e))?;
+    parts.ema.save(&tmp.join(EMA_FILE)).map_err(|e| error(&e))?;
+    parts.optimizer.save(&tmp.join(OPTIMIZER_FILE)).map_err(|e| error(&e))?;
+    sync_file(&tmp.join(OPTIMIZER_FILE)).map_err(|e| error(&e))?;
+    let state = serde_json::to_string_pretty(parts.state).map_err(|e| error(&e))?;
+    write_bytes_atomically(&tmp.join(STATE_FILE), state.as_bytes()).map_err(|e| error(&e))?;
+    write_bytes_atomically(&tmp.join(CONFIG_FILE), parts.config.to_yaml().as_bytes()).map_err(|e| error(&e))?;
+    publish(&tmp, dir).map_err(|e| error(&e))
+}
+
+/// Makes `to` (`…/checkpoints/best`) a durable copy of the checkpoint
+/// `from`, by hard links where the file system has them: the files of a
+/// checkpoint never change once written, so both names can share them and
+/// the model is not written twice. Falls back to copying.
+pub fn link_checkpoint(from: &Path, to: &Path) -> Result<(), CheckpointError> {
+    let error = |e: &dyn std::fmt::Display| CheckpointError::Write { path: to.to_path_buf(), message: e.to_string() };
+    let tmp = fresh_sibling(to, "tmp").map_err(|e| error(&e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| error(&e))? {
+        let source = entry.map_err(|e| error(&e))?.path();
+        let target = tmp.join(source.file_name().unwrap_or_default());
+        if std::fs::hard_link(&source, &target).is_err() {
+            std::fs::copy(&source, &target).map_err(|e| error(&e))?;
+            sync_file(&target).map_err(|e| error(&e))?;
+        }
     }
-    std::fs::rename(&tmp, dir).map_err(|e| error(e.to_string()))?;
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
+    publish(&tmp, to).map_err(|e| error(&e))
+}
+
+/// An empty `<dir>.<suffix>` beside `dir`, replacing a stale one.
+fn fresh_sibling(dir: &Path, suffix: &str) -> std::io::Result<PathBuf> {
+    let tmp = sibling(dir, suffix);
+    remove_if_present(&tmp)?;
+    std::fs::create_dir_all(&tmp)?;
+    Ok(tmp)
+}
+
+/// Replaces `dir` by the complete directory `tmp`, durably.
+fn publish(tmp: &Path, dir: &Path) -> std::io::Result<()> {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    sync_dir(tmp)?;
+    let old = sibling(dir, "old");
+    remove_if_present(&old)?;
+    if dir.exists() {
+        std::fs::rename(dir, &old)?;
+    }
+    std::fs::rename(tmp, dir)?;
+    sync_dir(parent)?;
+    remove_if_present(&old)?;
+    sync_dir(parent)
+}
+
+fn remove_if_present(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Reads `state.json` and `config.yaml` of a checkpoint directory.
@@ -107,16 +171,31 @@ pub fn read_checkpoint(dir: &Path) -> Result<(TrainState, TrainConfig), Checkpoi
     Ok((state, config))
 }
 
-/// `--resume` accepts a checkpoint directory or a run directory (its `checkpoints/last`).
+/// `--resume` accepts a run directory (its `checkpoints/last`) or a
+/// checkpoint directory. After a crash between the two renames of
+/// [`write_checkpoint`], the previous checkpoint is at `last.old`.
 pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf, CheckpointError> {
-    for candidate in [path.to_path_buf(), path.join("checkpoints").join("last"), sibling(path, "old")] {
-        if candidate.join(STATE_FILE).is_file() {
-            return Ok(candidate);
-        }
-    }
-    Err(CheckpointError::Read {
+    let last = path.join("checkpoints").join("last");
+    let candidates = [path.to_path_buf(), sibling(&last, "old"), last, sibling(path, "old")];
+    let found = [&candidates[0], &candidates[2], &candidates[1], &candidates[3]]
+        .into_iter()
+        .find(|c| c.join(STATE_FILE).is_file());
+    found.cloned().ok_or_else(|| CheckpointError::Read {
         path: path.to_path_buf(),
-        message: format!("no {STATE_FILE} here or in checkpoints/last"),
+        message: format!("no {STATE_FILE} here, in checkpoints/last or in checkpoints/last.old"),
+    })
+}
+
+/// The run directory a checkpoint belongs to: `<run>/checkpoints/<name>`.
+pub fn run_dir_of(checkpoint: &Path) -> Result<PathBuf, CheckpointError> {
+    let checkpoint = std::path::absolute(checkpoint)
+        .map_err(|e| CheckpointError::Read { path: checkpoint.to_path_buf(), message: e.to_string() })?;
+    let parent = checkpoint.parent().filter(|p| p.file_name().is_some_and(|n| n == "checkpoints"));
+    parent.and_then(Path::parent).map(Path::to_path_buf).ok_or_else(|| CheckpointError::Read {
+        path: checkpoint.clone(),
+        message: "not inside a run directory (<run>/checkpoints/<name>), so there is no run to continue; \
+                  start a new run from its model with model.path"
+            .into(),
     })
 }
 

@@ -62,6 +62,8 @@ pub enum AmpMode {
     Auto,
     /// Always fp32.
     Off,
+    /// Grad scaling (and fp16 autocast on CUDA) on any device.
+    On,
 }
 
 /// The `train` section: epochs, accumulation, precision, EMA and logging.
@@ -72,8 +74,12 @@ pub struct LoopConfig {
     pub epochs: usize,
     /// Batches per optimizer step.
     pub grad_accumulation: usize,
-    /// auto: fp16 autocast and grad scaling on CUDA, fp32 on CPU. off: always fp32.
+    /// auto: fp16 autocast and grad scaling on CUDA, fp32 on CPU. off: always fp32. on: grad scaling
+    /// everywhere (CPU has no fp16 autocast, so there it is fp32 with a grad scaler).
     pub amp: AmpMode,
+    /// Stop with an error after this many optimizer steps in a row skipped by the grad scaler for
+    /// non-finite gradients: the run has diverged.
+    pub max_skipped_steps: usize,
     /// Model EMA decay per optimizer step (0.9997 in the reference; lower for short runs).
     pub ema_decay: f64,
     /// TensorBoard step scalars every this many optimizer steps.
@@ -90,6 +96,7 @@ impl Default for LoopConfig {
             epochs: 40,
             grad_accumulation: 1,
             amp: AmpMode::Auto,
+            max_skipped_steps: 50,
             ema_decay: 0.9997,
             log_every: 50,
             threshold: 0.8,
@@ -128,7 +135,7 @@ impl Validate for TrainConfig {
         self.optimizer.validate()?;
         self.schedule.validate()?;
         self.train.validate()?;
-        if self.model.timm.starts_with("tresnet") && self.data.image_size % 32 != 0 {
+        if self.model.timm.starts_with("tresnet") && !self.data.image_size.is_multiple_of(32) {
             let message = format!("{} is not a multiple of 32, which TResNet needs", self.data.image_size);
             return Err(key_error("data.image_size", message));
         }
@@ -146,6 +153,7 @@ impl Validate for LoopConfig {
         at_least_one("train.epochs", self.epochs)?;
         at_least_one("train.grad_accumulation", self.grad_accumulation)?;
         at_least_one("train.log_every", self.log_every)?;
+        at_least_one("train.max_skipped_steps", self.max_skipped_steps)?;
         in_closed_unit("train.ema_decay", self.ema_decay)?;
         in_closed_unit("train.threshold", self.threshold)
     }

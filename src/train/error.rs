@@ -22,12 +22,20 @@ pub enum TrainError {
         "the loss became {value} at epoch {epoch}, batch {batch} (optimizer step {step}); training stopped. {kept}"
     )]
     NonFiniteLoss { value: String, epoch: usize, batch: usize, step: usize, kept: String },
+    #[error("training diverged: the grad scaler skipped {skipped} optimizer steps in a row for non-finite gradients, up to epoch {epoch}, batch {batch} (optimizer step {step}); training stopped (train.max_skipped_steps). {kept}")]
+    Diverged { skipped: usize, epoch: usize, batch: usize, step: usize, kept: String },
     #[error("out of GPU memory at epoch {epoch}, batch {batch}: try a smaller data.batch_size (now {batch_size}) or train.grad_accumulation to keep the effective batch. ({message})")]
     OutOfMemory { epoch: usize, batch: usize, batch_size: usize, message: String },
     #[error("single-label training needs exactly one positive per image; {path} has {count}")]
     NotSingleLabel { path: PathBuf, count: usize },
     #[error("{} already holds checkpoints; continue it with --resume {} or pick another --set name=...", .0.display(), .0.display())]
     RunExists(PathBuf),
+    #[error("run {} is in use by process {pid}: two trainers must not write one run's checkpoints (lock file {}/lock)", run.display(), run.display())]
+    RunInUse { run: PathBuf, pid: String },
+    #[error("cannot change {key} from {before} to {after} when resuming in the middle of epoch {epoch} (after batch {batch}): the rest of the epoch would not line up with the batches already trained. Resume without the change, or make it from a checkpoint written at the end of an epoch")]
+    MidEpochChange { key: &'static str, before: String, after: String, epoch: usize, batch: usize },
+    #[error("cannot take the run lock {path}: {source}")]
+    Lock { path: PathBuf, source: std::io::Error },
 }
 
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;

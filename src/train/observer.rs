@@ -41,6 +41,8 @@ pub struct StepLog {
     pub clip: Option<f64>,
     /// The grad scaler's scale under AMP.
     pub grad_scale: Option<f64>,
+    /// Optimizer steps the grad scaler has skipped so far (non-finite gradients).
+    pub skipped_steps: usize,
     pub images_per_second: f64,
     pub data_wait_fraction: f64,
 }

@@ -119,8 +119,10 @@ impl Adam {
         }
         self.step += 1;
         let OptimizerConfig { kind, weight_decay, beta2, eps, .. } = self.config;
-        let bias_correction1 = 1.0 - hyper.beta1.powi(self.step as i32);
-        let bias_correction2_sqrt = (1.0 - beta2.powi(self.step as i32)).sqrt();
+        // Beyond i32::MAX steps both powers are 0 anyway.
+        let exponent = i32::try_from(self.step).unwrap_or(i32::MAX);
+        let bias_correction1 = 1.0 - hyper.beta1.powi(exponent);
+        let bias_correction2_sqrt = (1.0 - beta2.powi(exponent)).sqrt();
         let step_size = hyper.lr / bias_correction1;
         tch::no_grad(|| -> Result<(), OptimizerError> {
             for slot in &mut self.slots {
@@ -191,7 +193,8 @@ impl Adam {
         if let Some(extra) = saved.keys().next() {
             return Err(mismatch(format!("state for `{extra}`, which the model does not have")));
         }
-        self.step = step.f_int64_value(&[0])? as u64;
+        let step = step.f_int64_value(&[0])?;
+        self.step = u64::try_from(step).map_err(|_| mismatch(format!("the step count is {step}")))?;
         Ok(())
     }
 }

@@ -68,9 +68,20 @@ fn cosine(start: f64, end: f64, pct: f64) -> f64 {
 }
 
 impl OneCycle {
-    /// `total_steps` = scheduled epochs × optimizer steps per epoch.
-    pub fn new(config: OneCycleConfig, total_steps: usize) -> Self {
-        Self { config, total_steps: total_steps.max(2) }
+    /// `total_steps` = scheduled epochs × optimizer steps per epoch. The
+    /// warm-up must span more than one step, or its cosine divides by zero.
+    pub fn new(config: OneCycleConfig, total_steps: usize) -> Result<Self> {
+        let warm_up = config.pct_start * total_steps as f64;
+        if warm_up <= 1.0 {
+            let message = format!(
+                "the warm-up must span more than one step, but pct_start × total steps = {} × {total_steps} = {warm_up} \
+                 (total steps = schedule.scheduled_epochs × optimizer steps per epoch); raise schedule.pct_start or \
+                 schedule.scheduled_epochs",
+                config.pct_start
+            );
+            return Err(key_error("schedule.pct_start", message));
+        }
+        Ok(Self { config, total_steps })
     }
 
     pub fn total_steps(&self) -> usize {

@@ -4,16 +4,17 @@
 //! an [`Observer`] and prints nothing itself.
 
 use super::amp::GradScaler;
-use super::checkpoint::{write_checkpoint, CheckpointParts, EpochRecord, TrainState};
+use super::checkpoint::{link_checkpoint, write_checkpoint, CheckpointParts, EpochRecord, TrainState};
 use super::config::{AmpMode, TrainConfig};
 use super::error::{Result, TrainError};
+use super::lock::RunLock;
 use super::observer::{Observer, Phase, Scored, StepLog, TrainEvent};
 use super::restore::restore;
 use super::schedule::OneCycle;
 use super::{Adam, StepHyper};
 use crate::data::{Batch, Loader};
 use crate::evaluate::{evaluate, EvaluateEvent, Evaluation};
-use crate::loss::{batch_stats, AdaptiveAsymmetry, LossConfig, LossError, Objective, ProbabilityStats};
+use crate::loss::{batch_stats, AdaptiveAsymmetry, LossConfig, Objective, ProbabilityStats};
 use crate::model::{ModelEma, Network};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +26,8 @@ use tch::{Device, Kind};
 pub struct TrainerSetup {
     pub config: TrainConfig,
     pub run_dir: PathBuf,
+    /// The run directory's lock, held while the trainer lives.
+    pub lock: RunLock,
     /// The network to train, on its device, head already sized for the data.
     pub network: Network,
     pub train_loader: Loader,
@@ -44,6 +47,7 @@ pub enum Outcome {
 pub struct Trainer {
     config: TrainConfig,
     run_dir: PathBuf,
+    _lock: RunLock,
     network: Network,
     ema: ModelEma,
     optimizer: Adam,
@@ -64,25 +68,25 @@ struct EpochMeter {
     wait: Duration,
     compute: Duration,
     stats: ProbabilityStats,
-}
-
-/// What one trained batch leaves for the optimizer step.
-struct BatchOutcome {
-    stats: ProbabilityStats,
-    /// False when AMP met a non-finite logit and skipped backward.
-    have_gradients: bool,
+    /// Statistics of the accumulation group's latest batch; `None` until
+    /// one of its batches had images (and so gradients).
+    group: Option<ProbabilityStats>,
 }
 
 impl Trainer {
     pub fn new(setup: TrainerSetup) -> Result<Self> {
-        let TrainerSetup { config, run_dir, mut network, train_loader, val_loader, resume, stop } = setup;
+        let TrainerSetup { config, run_dir, lock, mut network, train_loader, val_loader, resume, stop } = setup;
         network.freeze(&config.model.freeze)?;
         let mut optimizer = Adam::new(network.trainable_parameters()?, config.optimizer)?;
         let steps_per_epoch = train_loader.batches_per_epoch().div_ceil(config.train.grad_accumulation);
         let steps_per_epoch = config.train.max_steps_per_epoch.map_or(steps_per_epoch, |m| m.min(steps_per_epoch));
-        let schedule = OneCycle::new(config.schedule, steps_per_epoch * config.schedule.scheduled_epochs);
+        let schedule = OneCycle::new(config.schedule, steps_per_epoch * config.schedule.scheduled_epochs)?;
         let mut objective = Objective::new(&config.loss, train_loader.has_unknown_labels())?;
-        let amp = config.train.amp == AmpMode::Auto && network.device().is_cuda();
+        let amp = match config.train.amp {
+            AmpMode::Auto => network.device().is_cuda(),
+            AmpMode::On => true,
+            AmpMode::Off => false,
+        };
         let mut scaler = if amp { Some(GradScaler::new(network.device())?) } else { None };
         let (ema, state) = match &resume {
             Some(dir) => restore(dir, &network, &config, &mut optimizer, scaler.as_mut())?,
@@ -101,6 +105,7 @@ impl Trainer {
         Ok(Self {
             config,
             run_dir,
+            _lock: lock,
             network,
             ema,
             optimizer,
@@ -172,12 +177,14 @@ impl Trainer {
             for skipped in &batch.skipped {
                 observer.on_event(&TrainEvent::ImageSkipped { phase: Phase::Training, skipped });
             }
+            self.state.epoch_skipped += batch.skipped.len();
             let computed = Instant::now();
             let position = self.state.batch_in_epoch;
-            let last_of_group = (position + 1) % accumulation == 0 || position + 1 == batches;
-            if let Some(outcome) = self.train_batch(&batch, epoch, &mut meter)? {
-                if last_of_group {
-                    self.optimizer_step(&outcome, &meter, observer)?;
+            let last_of_group = (position + 1).is_multiple_of(accumulation) || position + 1 == batches;
+            self.train_batch(&batch, epoch, &mut meter)?;
+            if last_of_group {
+                if let Some(stats) = meter.group.take() {
+                    self.optimizer_step(&stats, &meter, epoch, observer)?;
                 }
             }
             meter.compute += computed.elapsed();
@@ -188,18 +195,20 @@ impl Trainer {
                 return Ok(None);
             }
         }
-        if iter.skipped() > 0 {
-            let message = format!("epoch {}: {} unreadable images skipped", epoch + 1, iter.skipped());
+        if self.state.epoch_skipped > 0 {
+            let message = format!("epoch {}: {} unreadable images skipped", epoch + 1, self.state.epoch_skipped);
             observer.on_event(&TrainEvent::Warning(&message));
         }
         Ok(Some((self.state.epoch_loss_sum / self.state.epoch_loss_count.max(1) as f64, meter)))
     }
 
-    /// Forward, loss and backward of one batch; `None` when every image of
-    /// it was unreadable.
-    fn train_batch(&mut self, batch: &Batch, epoch: usize, meter: &mut EpochMeter) -> Result<Option<BatchOutcome>> {
+    /// Forward, loss and backward of one batch (nothing when every image of
+    /// it was unreadable). A non-finite loss stops an fp32 run; under AMP it
+    /// is back-propagated, so that the grad scaler sees the overflow and
+    /// skips the step, whichever micro-batch of the group it came from.
+    fn train_batch(&mut self, batch: &Batch, epoch: usize, meter: &mut EpochMeter) -> Result<()> {
         if batch.is_empty() {
-            return Ok(None);
+            return Ok(());
         }
         let device = self.network.device();
         let images = batch.images_tensor(device)?;
@@ -209,53 +218,63 @@ impl Trainer {
         let amp = self.amp();
         let forward = crate::model::with_cuda_autocast(amp, || self.network.forward(&images));
         let logits = forward.map_err(|e| self.classify_error(e.into(), epoch))?.f_to_kind(Kind::Float)?;
-        let loss = match self.objective.loss(&logits, &targets) {
-            Err(LossError::NonFiniteLogit { value, .. }) if !amp => {
-                return Err(self.non_finite(value.to_string(), epoch))
-            }
-            Err(LossError::NonFiniteLogit { .. }) => None,
-            other => Some(other?),
-        };
-        let stats = batch_stats(&logits.f_nan_to_num(0.0, None, None)?, &targets)?;
-        meter.stats.merge(&stats);
-        meter.images += batch.len();
-        let Some(loss) = loss else { return Ok(Some(BatchOutcome { stats, have_gradients: false })) };
+        let loss = self.objective.training_loss(&logits, &targets)?;
         let value = loss.f_double_value(&[])?;
         if !value.is_finite() && !amp {
             return Err(self.non_finite(value.to_string(), epoch));
         }
-        self.state.epoch_loss_sum += value;
-        self.state.epoch_loss_count += 1;
+        let stats = batch_stats(&logits.f_nan_to_num(0.0, None, None)?, &targets)?;
+        meter.stats.merge(&stats);
+        meter.images += batch.len();
+        meter.group = Some(stats);
+        if value.is_finite() {
+            self.state.epoch_loss_sum += value;
+            self.state.epoch_loss_count += 1;
+        }
         let scaled = match &self.scaler {
             Some(scaler) => scaler.scale(&loss)?,
             None => loss.shallow_clone(),
         };
         scaled.f_div_scalar(self.config.train.grad_accumulation as f64)?.f_backward()?;
-        Ok(Some(BatchOutcome { stats, have_gradients: true }))
+        Ok(())
     }
 
-    /// Applies the accumulated gradients (unless AMP found an overflow),
-    /// then updates the EMA, γ− and the logs.
-    fn optimizer_step(&mut self, batch: &BatchOutcome, meter: &EpochMeter, observer: &mut dyn Observer) -> Result<()> {
+    /// Applies the accumulated gradients, unless the grad scaler found an
+    /// overflow in them, then updates the EMA, γ− and the logs. `stats` are
+    /// the group's last batch's. Too many skipped steps in a row stop the run.
+    fn optimizer_step(
+        &mut self,
+        stats: &ProbabilityStats,
+        meter: &EpochMeter,
+        epoch: usize,
+        observer: &mut dyn Observer,
+    ) -> Result<()> {
         let hyper = self.schedule.at(self.state.optimizer_step);
-        let mut apply = batch.have_gradients;
+        let mut apply = true;
         if let Some(scaler) = &mut self.scaler {
             let mut gradients = self.optimizer.gradients();
-            apply &= !scaler.unscale(&mut gradients)?;
+            apply = !scaler.unscale(&mut gradients)?;
             scaler.update()?;
         }
         if apply {
             self.optimizer.step(hyper)?;
             self.ema.update(&self.network)?;
+            self.state.skipped_in_a_row = 0;
+        } else {
+            self.state.skipped_steps += 1;
+            self.state.skipped_in_a_row += 1;
         }
         self.optimizer.zero_grad()?;
         if let Some(adaptive) = &mut self.adaptive {
-            let gamma = adaptive.update(&batch.stats);
+            let gamma = adaptive.update(stats);
             self.objective.set_gamma_neg(gamma)?;
         }
         self.state.optimizer_step += 1;
-        if self.state.optimizer_step % self.config.train.log_every == 0 {
-            observer.on_event(&TrainEvent::Step(&self.step_log(hyper, &batch.stats, meter)));
+        if self.state.optimizer_step.is_multiple_of(self.config.train.log_every) {
+            observer.on_event(&TrainEvent::Step(&self.step_log(hyper, stats, meter)));
+        }
+        if self.state.skipped_in_a_row >= self.config.train.max_skipped_steps {
+            return Err(self.diverged(epoch));
         }
         Ok(())
     }
@@ -277,6 +296,7 @@ impl Trainer {
             gamma_pos: asymmetric.map(|s| s.gamma_pos),
             clip: asymmetric.map(|s| s.clip),
             grad_scale: self.scaler.as_ref().map(GradScaler::scale_value),
+            skipped_steps: self.state.skipped_steps,
             images_per_second: meter.images_per_second(),
             data_wait_fraction: meter.wait_fraction(),
         }
@@ -297,18 +317,31 @@ impl Trainer {
     }
 
     fn non_finite(&self, value: String, epoch: usize) -> TrainError {
-        let last = self.run_dir.join("checkpoints").join("last");
-        let kept = if last.exists() {
-            format!("The last good checkpoint is kept at {}.", last.display())
-        } else {
-            "No checkpoint was written yet.".to_string()
-        };
         TrainError::NonFiniteLoss {
             value,
             epoch: epoch + 1,
             batch: self.state.batch_in_epoch,
             step: self.state.optimizer_step,
-            kept,
+            kept: self.kept_checkpoint(),
+        }
+    }
+
+    fn diverged(&self, epoch: usize) -> TrainError {
+        TrainError::Diverged {
+            skipped: self.state.skipped_in_a_row,
+            epoch: epoch + 1,
+            batch: self.state.batch_in_epoch + 1,
+            step: self.state.optimizer_step,
+            kept: self.kept_checkpoint(),
+        }
+    }
+
+    fn kept_checkpoint(&self) -> String {
+        let last = self.run_dir.join("checkpoints").join("last");
+        if last.exists() {
+            format!("The last good checkpoint is kept at {}.", last.display())
+        } else {
+            "No checkpoint was written yet.".to_string()
         }
     }
 
@@ -335,6 +368,9 @@ impl Trainer {
             seconds: elapsed.as_secs_f64(),
             images_per_second: meter.images_per_second(),
             data_wait_fraction: meter.wait_fraction(),
+            skipped_train: self.state.epoch_skipped,
+            skipped_val: model.skipped,
+            skipped_steps: self.state.skipped_steps,
         };
         observer.on_event(&TrainEvent::EpochFinished { record: &record, model: &model });
         let best_of_two = record.map.into_iter().chain(record.map_ema).reduce(f64::max);
@@ -348,9 +384,12 @@ impl Trainer {
         self.state.batch_in_epoch = 0;
         self.state.epoch_loss_sum = 0.0;
         self.state.epoch_loss_count = 0;
-        self.checkpoint("last", observer)?;
+        self.state.epoch_skipped = 0;
+        let last = self.checkpoint("last", observer)?;
         if improved {
-            self.checkpoint("best", observer)?;
+            let best = self.run_dir.join("checkpoints").join("best");
+            link_checkpoint(&last, &best)?;
+            observer.on_event(&TrainEvent::CheckpointWritten { name: "best", path: &best });
         }
         Ok(())
     }
@@ -365,9 +404,11 @@ impl Trainer {
         };
         let mut forward = |event: EvaluateEvent| match event {
             EvaluateEvent::Scored(images) => observer.on_event(&TrainEvent::ValidationProgress { images }),
-            EvaluateEvent::Skipped(skipped) => {
+            // The EMA pass meets the same unreadable images: reported once.
+            EvaluateEvent::Skipped(skipped) if scored == Scored::Model => {
                 observer.on_event(&TrainEvent::ImageSkipped { phase: Phase::Validation, skipped })
             }
+            EvaluateEvent::Skipped(_) => {}
         };
         Ok(evaluate(network, &self.val_loader, amp, threshold, &mut forward)?)
     }

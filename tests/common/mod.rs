@@ -4,6 +4,7 @@
 
 pub mod coco_mini;
 pub mod python;
+pub mod training;
 
 use tch::{Kind, Tensor};
 

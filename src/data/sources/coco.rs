@@ -92,7 +92,12 @@ impl CocoSplit {
 /// ascending id order, as the reference does.
 pub fn load_coco(annotations: &Path, images_dir: &Path, options: &CocoOptions) -> Result<Dataset> {
     let text = std::fs::read_to_string(annotations).map_err(io_error(annotations))?;
-    let deserializer = &mut serde_json::Deserializer::from_str(&text);
+    parse_coco(&text, annotations, images_dir, options)
+}
+
+/// [`load_coco`] on the file's text; `annotations` names it in errors.
+pub fn parse_coco(text: &str, annotations: &Path, images_dir: &Path, options: &CocoOptions) -> Result<Dataset> {
+    let deserializer = &mut serde_json::Deserializer::from_str(text);
     let file: CocoFile = serde_path_to_error::deserialize(deserializer).map_err(|e| DataError::Json {
         path: annotations.to_path_buf(),
         json_path: e.path().to_string(),

@@ -36,7 +36,14 @@ struct Row {
 }
 
 pub fn load_list(path: &Path, options: &ListOptions) -> Result<Dataset> {
-    let rows = read_rows(path, options.label_separator)?;
+    let bytes = std::fs::read(path).map_err(crate::data::error::io_error(path))?;
+    parse_list(&bytes, path, options)
+}
+
+/// [`load_list`] on the file's bytes; `path` names it in errors, sets the
+/// delimiter (tab for `.tsv`) and is the base of relative image paths.
+pub fn parse_list(bytes: &[u8], path: &Path, options: &ListOptions) -> Result<Dataset> {
+    let rows = read_rows(bytes, path, options.label_separator)?;
     let class_names: Vec<String> = match &options.classes {
         Some(classes) => classes.clone(),
         None => rows
@@ -77,14 +84,10 @@ pub fn load_list(path: &Path, options: &ListOptions) -> Result<Dataset> {
     Ok(Dataset { class_names, samples })
 }
 
-fn read_rows(path: &Path, separator: char) -> Result<Vec<Row>> {
+fn read_rows(bytes: &[u8], path: &Path, separator: char) -> Result<Vec<Row>> {
     let delimiter = if path.extension().is_some_and(|e| e == "tsv") { b'\t' } else { b',' };
     let list_error = |line: u64, message: String| DataError::List { path: path.to_path_buf(), line, message };
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .flexible(true)
-        .from_path(path)
-        .map_err(|e| list_error(0, e.to_string()))?;
+    let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).from_reader(bytes);
     let headers = reader.headers().map_err(|e| list_error(1, e.to_string()))?.clone();
     let column = |name: &str| headers.iter().position(|h| h.trim() == name);
     let (path_col, labels_col) = match (column("path"), column("labels")) {

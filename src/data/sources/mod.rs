@@ -6,7 +6,7 @@ mod list;
 mod synthetic;
 mod voc;
 
-pub use coco::{load_coco, CocoOptions, CocoSplit, CrowdPolicy};
-pub use list::{load_list, ListOptions};
+pub use coco::{load_coco, parse_coco, CocoOptions, CocoSplit, CrowdPolicy};
+pub use list::{load_list, parse_list, ListOptions};
 pub use synthetic::{class_names as synthetic_class_names, write_synthetic, SynthConfig, SynthFormat};
-pub use voc::{load_voc, DifficultPolicy, VOC_CLASSES};
+pub use voc::{load_voc, parse_voc_objects, DifficultPolicy, VOC_CLASSES};

@@ -62,8 +62,14 @@ pub fn load_voc(root: &Path, split: &str, difficult: DifficultPolicy) -> Result<
 
 fn read_objects(path: &Path, policy: DifficultPolicy) -> Result<(Vec<u32>, Vec<u32>)> {
     let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+    parse_voc_objects(&text, path, policy)
+}
+
+/// The positive and unknown classes of one VOC annotation's text; `path`
+/// names it in errors.
+pub fn parse_voc_objects(text: &str, path: &Path, policy: DifficultPolicy) -> Result<(Vec<u32>, Vec<u32>)> {
     let xml_error = |message: String| DataError::Xml { path: path.to_path_buf(), message };
-    let document = roxmltree::Document::parse(&text).map_err(|e| xml_error(e.to_string()))?;
+    let document = roxmltree::Document::parse(text).map_err(|e| xml_error(e.to_string()))?;
     let (mut positives, mut unknown) = (Vec::new(), Vec::new());
     for object in document.descendants().filter(|n| n.has_tag_name("object")) {
         let child_text =

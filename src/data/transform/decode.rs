@@ -21,7 +21,7 @@ const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1A, b'\n
 
 /// Larger decoded images are refused, so that a corrupt header cannot ask
 /// for an absurd allocation.
-const MAX_DECODED_BYTES: usize = 1 << 30;
+pub const MAX_DECODED_BYTES: usize = 1 << 30;
 
 /// Reusable file and pixel buffers; keep one per worker thread.
 #[derive(Default)]
@@ -46,19 +46,28 @@ pub fn decode_rgb_into<'a>(path: &Path, buffers: &'a mut DecodeBuffers) -> Resul
     std::fs::File::open(path)
         .and_then(|mut f| f.read_to_end(&mut buffers.file))
         .map_err(|e| decode_error(e.to_string()))?;
-    let (width, height) = if buffers.file.starts_with(&[0xFF, 0xD8]) {
-        decode_jpeg(&buffers.file, &mut buffers.pixels)
-    } else if buffers.file.starts_with(&PNG_SIGNATURE) {
-        decode_png(&buffers.file, &mut buffers.pixels)
-    } else {
-        Err("neither a JPEG nor a PNG file (the only formats the loader reads)".to_string())
-    }
-    .map_err(decode_error)?;
-    if width == 0 || height == 0 {
-        return Err(decode_error("image has zero width or height".into()));
-    }
+    let (width, height) =
+        decode_rgb_bytes(&buffers.file, &mut buffers.pixels, MAX_DECODED_BYTES).map_err(decode_error)?;
     let len = width as usize * height as usize * 3;
     Ok(RgbView { width, height, pixels: &buffers.pixels[..len] })
+}
+
+/// Decodes a JPEG or PNG file's `bytes` into `pixels` (RGB, row-major, at
+/// the front of the buffer) and returns the width and height. Images that
+/// would decode to more than `max_bytes` are refused before anything is
+/// allocated for them.
+pub fn decode_rgb_bytes(bytes: &[u8], pixels: &mut Vec<u8>, max_bytes: usize) -> Result<(u32, u32), String> {
+    let (width, height) = if bytes.starts_with(&[0xFF, 0xD8]) {
+        decode_jpeg(bytes, pixels, max_bytes)
+    } else if bytes.starts_with(&PNG_SIGNATURE) {
+        decode_png(bytes, pixels, max_bytes)
+    } else {
+        Err("neither a JPEG nor a PNG file (the only formats the loader reads)".to_string())
+    }?;
+    if width == 0 || height == 0 {
+        return Err("image has zero width or height".into());
+    }
+    Ok((width, height))
 }
 
 /// Decodes `path` into a new image (convenience for one-off use).
@@ -72,20 +81,24 @@ pub fn decode_rgb(path: &Path) -> Result<RgbImage> {
         .ok_or_else(|| DataError::Decode { path: path.to_path_buf(), message: "buffer size mismatch".into() })
 }
 
-fn decode_jpeg(bytes: &[u8], pixels: &mut Vec<u8>) -> Result<(u32, u32), String> {
-    let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
+fn decode_jpeg(bytes: &[u8], pixels: &mut Vec<u8>, max_bytes: usize) -> Result<(u32, u32), String> {
+    // Any size a JPEG header can state; `check_decoded_size` is the one limit, as for PNG.
+    let options = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .set_max_width(usize::from(u16::MAX))
+        .set_max_height(usize::from(u16::MAX));
     let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
     decoder.decode_headers().map_err(|e| e.to_string())?;
     let (width, height) = decoder.dimensions().ok_or("no JPEG header")?;
     let (width, height) = (u32::try_from(width).unwrap_or(u32::MAX), u32::try_from(height).unwrap_or(u32::MAX));
     let size = decoder.output_buffer_size().ok_or("no JPEG header")?;
-    check_decoded_size(width, height, size, "JPEG")?;
+    check_decoded_size(width, height, size, max_bytes, "JPEG")?;
     pixels.resize(size, 0);
     decoder.decode_into(&mut pixels[..size]).map_err(|e| e.to_string())?;
     Ok((width, height))
 }
 
-fn decode_png(bytes: &[u8], pixels: &mut Vec<u8>) -> Result<(u32, u32), String> {
+fn decode_png(bytes: &[u8], pixels: &mut Vec<u8>, max_bytes: usize) -> Result<(u32, u32), String> {
     let mut options = png::DecodeOptions::default();
     // Text and ICC chunks do not change the pixels (PIL's `convert('RGB')`
     // ignores them too), so they are not copied out.
@@ -100,18 +113,18 @@ fn decode_png(bytes: &[u8], pixels: &mut Vec<u8>) -> Result<(u32, u32), String> 
     let decoded_len = reader.output_buffer_size().ok_or("PNG dimensions overflow")?;
     let count = width as usize * height as usize;
     let len = decoded_len.max(count * 3);
-    check_decoded_size(width, height, len, "PNG")?;
+    check_decoded_size(width, height, len, max_bytes, "PNG")?;
     pixels.resize(len, 0);
     let frame = reader.next_frame(&mut pixels[..decoded_len]).map_err(|e| e.to_string())?;
     expand_to_rgb(pixels, frame.color_type, count);
     Ok((width, height))
 }
 
-/// Refuses a header whose image would need more than [`MAX_DECODED_BYTES`],
-/// before anything is allocated for it.
-fn check_decoded_size(width: u32, height: u32, bytes: usize, format: &str) -> Result<(), String> {
-    if bytes > MAX_DECODED_BYTES {
-        return Err(format!("{width}×{height} {format} is larger than the {MAX_DECODED_BYTES}-byte limit"));
+/// Refuses a header whose image would need more than `max_bytes`, before
+/// anything is allocated for it.
+fn check_decoded_size(width: u32, height: u32, bytes: usize, max_bytes: usize, format: &str) -> Result<(), String> {
+    if bytes > max_bytes {
+        return Err(format!("{width}×{height} {format} is larger than the {max_bytes}-byte limit"));
     }
     Ok(())
 }
@@ -133,5 +146,35 @@ fn expand_to_rgb(pixels: &mut [u8], color: png::ColorType, count: usize) {
             let grey = pixels[2 * i];
             pixels[3 * i..3 * i + 3].fill(grey);
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real 8×8 JPEG whose frame header is rewritten to claim `width × height`.
+    fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let image = image::RgbImage::from_pixel(8, 8, image::Rgb([10, 20, 30]));
+        image.write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Jpeg).unwrap();
+        let frame = bytes.windows(2).position(|w| w == [0xFF, 0xC0]).expect("a baseline frame header");
+        bytes[frame + 5..frame + 7].copy_from_slice(&height.to_be_bytes());
+        bytes[frame + 7..frame + 9].copy_from_slice(&width.to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_jpeg_header_claiming_a_huge_image_is_refused_before_allocating() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.jpg");
+        std::fs::write(&path, jpeg_claiming(20_000, 20_000)).unwrap();
+        let mut buffers = DecodeBuffers::default();
+        let err = decode_rgb_into(&path, &mut buffers).unwrap_err().to_string();
+        assert!(
+            err.contains("huge.jpg") && err.contains("20000×20000 JPEG is larger than the 1073741824-byte limit"),
+            "{err}"
+        );
+        assert!(buffers.pixels.capacity() < 1 << 20, "nothing was allocated for it");
     }
 }
