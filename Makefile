@@ -15,10 +15,13 @@ export PATH := $(VENV)/bin:$(PATH)
 # `make train COCO=/data/coco` trains configs/coco.yaml on that dataset;
 # plain `make train` trains configs/demo.yaml on the built-in synthetic
 # shapes. CONFIG= picks another recipe, ARGS= adds flags (e.g. ARGS="--set train.epochs=2").
+# GPUS=8 trains on 8 GPUs of this node: one process each, launched by torchrun.
 COCO ?=
 CONFIG ?= $(if $(COCO),configs/coco.yaml,configs/demo.yaml)
 SYNTH := runs/data/synth
 ARGS ?=
+GPUS ?= 1
+ASL := $(if $(filter-out 1,$(GPUS)),$(VENV)/bin/torchrun --standalone --nproc-per-node=$(GPUS) --no-python )./target/release/asl
 
 venv: $(STAMP)
 
@@ -57,10 +60,10 @@ bench: venv
 
 train: build
 ifneq ($(COCO),)
-	./target/release/asl train --config $(CONFIG) --data $(COCO) $(ARGS)
+	$(ASL) train --config $(CONFIG) --data $(COCO) $(ARGS)
 else
 	test -f $(SYNTH)/annotations/instances_val.json || ./target/release/asl synth --out $(SYNTH) --train-images 3000 --val-images 500
-	./target/release/asl train --config $(CONFIG) --data $(SYNTH) $(ARGS)
+	$(ASL) train --config $(CONFIG) --data $(SYNTH) $(ARGS)
 endif
 
 tensorboard: venv
@@ -75,7 +78,8 @@ loss-curves: build
 
 # Stages in .device/ (git-ignored) what bench/gpu.sh needs on the borrowed
 # GPU machine: the release binary, the loss bench and a copy of coco-mini.
-# Then: device run, carry [".device"], command `bash bench/gpu.sh`.
+# Then: device run, carry [".device"], command `bash bench/gpu.sh` (and
+# `bash bench/gpu_distributed.sh` for NCCL against no process group).
 COCO_MINI ?= ../shared/data/coco-mini
 gpu-stage: build
 	rm -rf .device && mkdir -p .device

@@ -1,15 +1,72 @@
-//! Makes `target/*/asl` and the test binaries run without `LD_LIBRARY_PATH`.
+//! Links the binaries against the pinned libtorch so they run without
+//! `LD_LIBRARY_PATH`, and compiles the native layer (`src/native/`): the
+//! parts of libtorch's C++ API that tch does not bind.
 //!
 //! torch-sys links libtorch but embeds no rpath, and the linker's default
 //! `--as-needed` drops `libtorch_cuda.so` because no symbol of ours names it
 //! directly, so CUDA would never be reported available (tch-rs #907, #980).
 
+use std::path::{Path, PathBuf};
+
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
-    if let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    println!("cargo:rerun-if-changed=src/native");
+    println!("cargo:rerun-if-changed=third_party/gloo");
+    println!("cargo::rustc-check-cfg=cfg(asl_nccl)");
+    let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else { return };
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
+    println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+    println!("cargo:rustc-link-arg=-ltorch");
+    println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    compile_native(Path::new(&lib_dir));
+}
+
+/// `src/native/*.cpp` with torch-sys's own flags, against the wheel's
+/// headers. NCCL support needs CUDA headers that the pinned pip packages
+/// (`third_party/requirements.txt`) provide; without them the layer is
+/// built for Gloo only and says so at run time.
+fn compile_native(lib_dir: &Path) {
+    let torch = lib_dir.parent().expect("libtorch's lib directory has a parent");
+    let site_packages = torch.parent().expect("torch sits in site-packages");
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .pic(true)
+        .std("c++17")
+        .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
+        .define("GLOG_USE_GLOG_EXPORT", None)
+        .define("USE_C10D_GLOO", None)
+        .file("src/native/dist.cpp");
+    // System includes: their warnings are libtorch's business, ours stay on.
+    for dir in [torch.join("include"), torch.join("include/torch/csrc/api/include"), PathBuf::from("third_party/gloo")]
+    {
+        build.flag("-isystem").flag(dir.display().to_string());
+    }
+    let nvidia = site_packages.join("nvidia");
+    let cuda_headers: [PathBuf; 4] = [
+        nvidia.join("nccl/include/nccl.h"),
+        nvidia.join("cu13/include/cuda_runtime_api.h"),
+        nvidia.join("cu13/include/crt/host_config.h"),
+        nvidia.join("cu13/include/nv/target"),
+    ];
+    if cuda_headers.iter().all(|h| h.exists()) {
+        build.define("USE_C10D_NCCL", None).define("ASL_WITH_NCCL", None);
+        for dir in [nvidia.join("nccl/include"), nvidia.join("cu13/include")] {
+            build.flag("-isystem").flag(dir.display().to_string());
+        }
+        println!("cargo:rustc-cfg=asl_nccl");
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-        println!("cargo:rustc-link-arg=-ltorch");
+        println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    } else {
+        let missing: Vec<String> =
+            cuda_headers.iter().filter(|h| !h.exists()).map(|h| h.display().to_string()).collect();
+        println!("cargo:warning=building the native layer without NCCL: missing {}", missing.join(", "));
+    }
+    build.compile("asl_native");
+    for lib in ["torch_cpu", "c10"] {
+        println!("cargo:rustc-link-lib=dylib={lib}");
     }
 }

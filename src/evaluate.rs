@@ -1,12 +1,15 @@
 //! Scoring a network on a labelled split: batched inference under
 //! `no_grad` (fp16 autocast on CUDA) into the metrics and the probability
 //! statistics. Used by the trainer after every epoch and by `asl validate`.
+//! Among several processes each scores its share of the split and the
+//! scores are gathered, so the metrics are those of the whole split.
 
 use crate::data::{DataError, Loader, Skipped};
+use crate::distributed::{DistError, ProcessGroup};
 use crate::loss::{batch_stats, LossError, ProbabilityStats};
 use crate::metrics::{MetricsAccumulator, MetricsError, MetricsReport};
 use crate::model::{ModelError, Network};
-use tch::Kind;
+use tch::{Kind, Tensor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvaluateError {
@@ -18,6 +21,8 @@ pub enum EvaluateError {
     Loss(#[from] LossError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Distributed(#[from] DistError),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
     #[error("no image of the split could be scored ({0} skipped as unreadable)")]
@@ -49,10 +54,12 @@ pub struct Evaluation {
 }
 
 /// Runs `network` in eval mode over every batch of `loader`, reporting
-/// progress and unreadable images to `on_event`.
+/// progress and unreadable images to `on_event`. With `group`, `loader`
+/// reads this rank's share and every rank gets the whole split's figures.
 pub fn evaluate(
     network: &mut Network,
     loader: &Loader,
+    group: Option<&ProcessGroup>,
     amp: bool,
     threshold: f32,
     on_event: &mut dyn FnMut(EvaluateEvent),
@@ -78,8 +85,54 @@ pub fn evaluate(
         indices.extend_from_slice(&batch.indices);
         on_event(EvaluateEvent::Scored(batch.len()));
     }
-    let skipped = epoch.skipped();
+    let mut skipped = epoch.skipped();
+    if let Some(group) = group {
+        (metrics, indices) = gather(group, loader, network.device(), metrics, &indices, &mut stats, &mut skipped)?;
+    }
     let report = metrics.compute(threshold)?.ok_or(EvaluateError::NothingScored(skipped))?;
     let (probabilities, targets) = metrics.into_rows();
     Ok(Evaluation { report, stats, probabilities, targets, indices, skipped })
+}
+
+/// Every rank's scores, in dataset order: each rank writes its rows into a
+/// zeroed `[images, K]` matrix at their dataset indices, and one sum over
+/// the ranks fills it (a sum of one value and zeros is that value, bit for
+/// bit). The statistics and skip counts are summed alongside.
+fn gather(
+    group: &ProcessGroup,
+    loader: &Loader,
+    device: tch::Device,
+    local: MetricsAccumulator,
+    indices: &[usize],
+    stats: &mut ProbabilityStats,
+    skipped: &mut usize,
+) -> Result<(MetricsAccumulator, Vec<usize>)> {
+    let dataset = loader.dataset();
+    let (images, classes) = (dataset.len() as i64, dataset.num_classes() as i64);
+    let device = group.tensor_device(device);
+    let (scores, _) = local.into_rows();
+    let all = Tensor::f_zeros([images, classes], (Kind::Float, device))?;
+    let scored = Tensor::f_zeros([images], (Kind::Float, device))?;
+    if !indices.is_empty() {
+        let rows = Tensor::f_from_slice(&indices.iter().map(|&i| i as i64).collect::<Vec<_>>())?.f_to_device(device)?;
+        let values = Tensor::f_from_slice(&scores)?.f_view([-1, classes])?.f_to_device(device)?;
+        let _ = all.shallow_clone().f_index_copy_(0, &rows, &values)?;
+        let _ = scored.shallow_clone().f_index_fill_(0, &rows, 1.0)?;
+    }
+    group.allreduce_sum(&[&all, &scored])?;
+    let totals = Tensor::f_from_slice(&[&stats.to_sums()[..], &[*skipped as f64]].concat())?.f_to_device(device)?;
+    group.allreduce_sum(&[&totals])?;
+    let totals = Vec::<f64>::try_from(totals.f_to_device(tch::Device::Cpu)?)?;
+    *stats = ProbabilityStats::from_sums(&totals);
+    *skipped = totals[4].round() as usize;
+    let all = Vec::<f32>::try_from(all.f_to_device(tch::Device::Cpu)?.f_view([-1])?)?;
+    let scored = Vec::<f32>::try_from(scored.f_to_device(tch::Device::Cpu)?)?;
+    let (k, mut metrics, mut order) = (classes as usize, MetricsAccumulator::new(), Vec::new());
+    let mut targets = vec![0.0; k];
+    for index in (0..images as usize).filter(|&i| scored[i] > 0.0) {
+        dataset.write_targets(index, &mut targets);
+        metrics.update_slices(&all[index * k..(index + 1) * k], &targets, k)?;
+        order.push(index);
+    }
+    Ok((metrics, order))
 }

@@ -8,6 +8,7 @@ pub mod atomic;
 pub mod config;
 pub mod curves;
 pub mod data;
+pub mod distributed;
 pub mod evaluate;
 pub mod loss;
 pub mod metrics;

@@ -46,7 +46,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // Under torchrun or srun every rank reports its own failure.
+            match asl::distributed::Launch::from_env() {
+                Ok(Some(launch)) => eprintln!("rank {}: error: {error:#}", launch.rank),
+                _ => eprintln!("error: {error:#}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -1,12 +1,12 @@
 //! The loader on real JPEGs and on broken files: batch shapes and values,
 //! determinism across thread counts, skipping and strict mode, and every
-//! colour format becoming RGB.
+//! colour format becoming RGB, and the shares of an epoch among ranks.
 
 mod common;
 
-use asl::data::sources::{CocoOptions, CocoSplit};
+use asl::data::sources::{write_synthetic, CocoOptions, CocoSplit, SynthConfig};
 use asl::data::transform::{decode_rgb, decode_rgb_into, resize_into, DecodeBuffers, Resizer};
-use asl::data::{Dataset, Loader, LoaderConfig, Sample};
+use asl::data::{Dataset, Loader, LoaderConfig, Sample, Shard};
 use common::coco_mini::coco_mini;
 use image::{ImageBuffer, Luma, Rgb, Rgba};
 use std::sync::Arc;
@@ -200,4 +200,48 @@ fn resize_equals_pillow_bilinear_byte_for_byte() {
             assert_eq!(first, None, "image {i} {size:?} → {s}: first byte that differs from Pillow");
         }
     }
+}
+
+#[test]
+fn rank_shards_cover_every_image_once_per_epoch_in_a_deterministic_order() {
+    let dir = tempfile::tempdir().unwrap();
+    write_synthetic(dir.path(), &SynthConfig { train_images: 48, val_images: 1, ..Default::default() }).unwrap();
+    let dataset = Arc::new(CocoSplit::find(dir.path(), "train").unwrap().load(&CocoOptions::default()).unwrap());
+    let sharded = |rank, world, pad| LoaderConfig {
+        batch_size: 8,
+        image_size: 16,
+        threads: 2,
+        shard: Some(Shard { rank, world, pad }),
+        ..LoaderConfig::default()
+    };
+    let whole = loader(&dataset, LoaderConfig { batch_size: 8, image_size: 16, ..LoaderConfig::default() });
+    for epoch in 0..2 {
+        for world in [2, 3] {
+            // What the ranks read, batch by batch, through the real pipeline.
+            let seen: Vec<Vec<usize>> = (0..world)
+                .map(|rank| {
+                    let ranked = loader(&dataset, sharded(rank, world, true));
+                    assert_eq!(ranked.batches_per_epoch(), 48 / world / 8);
+                    ranked.epoch(epoch, 0).flat_map(|b| b.unwrap().indices.clone()).collect()
+                })
+                .collect();
+            let mut all: Vec<usize> = seen.concat();
+            all.sort_unstable();
+            assert_eq!(all, (0..48).collect::<Vec<_>>(), "epoch {epoch}, {world} ranks: each image once");
+            // Rank r reads positions r, r + world, … of the single-process order: deterministic.
+            let order = whole.order(epoch);
+            for (rank, indices) in seen.iter().enumerate() {
+                let expected: Vec<usize> = order.iter().skip(rank).step_by(world).copied().collect();
+                assert_eq!(indices, &expected);
+            }
+        }
+    }
+    // 48 images among 5 ranks: padded to 50 by repeating the order's first 2.
+    let order = whole.order(0);
+    let padded: Vec<Vec<usize>> = (0..5).map(|r| loader(&dataset, sharded(r, 5, true)).order(0)).collect();
+    assert!(padded.iter().all(|p| p.len() == 10));
+    assert_eq!((padded[3][9], padded[4][9]), (order[0], order[1]));
+    // Validation shards are not padded: 48 among 5 is 10, 10, 10, 9, 9.
+    let lengths: Vec<usize> = (0..5).map(|r| loader(&dataset, sharded(r, 5, false)).samples_per_epoch()).collect();
+    assert_eq!(lengths, [10, 10, 10, 9, 9]);
 }

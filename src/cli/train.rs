@@ -3,6 +3,7 @@
 
 use super::console::{cell, Console};
 use anyhow::{bail, Context, Result};
+use asl::distributed::Launch;
 use asl::monitor::TensorBoard;
 use asl::train::checkpoint::{read_checkpoint, resolve_checkpoint, run_dir_of, EpochRecord};
 use asl::train::{prepare, Observer, Outcome, RunOptions, TrainConfig};
@@ -59,13 +60,24 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             std::process::exit(130);
         }
     })?;
-    let mut observers: Vec<Box<dyn Observer>> = vec![Box::new(Console::new(!args.no_progress))];
-    let options = RunOptions { run_dir: run_dir.clone(), resume, stop };
+    // Under torchrun only rank 0 reports; the others print nothing but their errors.
+    let launch = Launch::from_env()?;
+    let main = launch.as_ref().is_none_or(Launch::is_main);
+    let mut observers: Vec<Box<dyn Observer>> = Vec::new();
+    if main {
+        observers.push(Box::new(Console::new(!args.no_progress)));
+    }
+    let options = RunOptions { run_dir: run_dir.clone(), resume, stop, launch };
     let mut trainer = prepare(config, options, &mut observers)?;
-    let tensorboard = TensorBoard::new(&run_dir.join("tensorboard"), |message| eprintln!("warning: {message}"))?;
-    observers.push(Box::new(tensorboard));
+    if main {
+        let tensorboard = TensorBoard::new(&run_dir.join("tensorboard"), |message| eprintln!("warning: {message}"))?;
+        observers.push(Box::new(tensorboard));
+    }
     let outcome = trainer.run(&mut observers)?;
     drop(observers);
+    if !main {
+        return Ok(());
+    }
     match outcome {
         Outcome::Finished { history, best_epoch, best_map } => {
             print_table(&history, best_epoch, best_map);

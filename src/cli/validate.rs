@@ -88,7 +88,7 @@ pub fn run(args: &ValidateArgs) -> Result<()> {
         EvaluateEvent::Scored(images) => progress.inc(images as u64),
         EvaluateEvent::Skipped(s) => progress.println(format!("warning: skipped {}: {}", s.path.display(), s.reason)),
     };
-    let evaluation = evaluate(&mut network, &loader, amp, args.threshold, &mut on_event)?;
+    let evaluation = evaluate(&mut network, &loader, None, amp, args.threshold, &mut on_event)?;
     progress.finish_and_clear();
     let report = &evaluation.report;
     println!(

@@ -2,7 +2,7 @@
 //! loader settings.
 
 use super::error::{DataError, Result};
-use super::loader::LoaderConfig;
+use super::loader::{LoaderConfig, Shard};
 use super::sources::{load_list, load_voc, CocoOptions, CocoSplit, CrowdPolicy, DifficultPolicy, ListOptions};
 use super::transform::AugmentConfig;
 use super::Dataset;
@@ -140,10 +140,13 @@ impl DataConfig {
         }
     }
 
-    /// Training loader settings: shuffled by `seed`, augmented.
-    pub fn train_loader(&self, seed: u64) -> LoaderConfig {
-        LoaderConfig {
-            batch_size: self.batch_size,
+    /// Training loader settings: shuffled by `seed`, augmented. Among
+    /// `world` processes (rank `rank`), each reads its padded share of the
+    /// epoch in batches of `batch_size / world`, so that a step still sees
+    /// `batch_size` images.
+    pub fn train_loader(&self, seed: u64, rank: usize, world: usize) -> Result<LoaderConfig> {
+        Ok(LoaderConfig {
+            batch_size: self.per_rank(self.batch_size, world, "data.batch_size")?,
             image_size: self.image_size,
             shuffle: true,
             drop_last: self.drop_last,
@@ -152,16 +155,28 @@ impl DataConfig {
             threads: self.threads,
             strict: self.strict,
             seed,
-        }
+            shard: (world > 1).then_some(Shard { rank, world, pad: true }),
+        })
     }
 
-    /// Validation loader settings: dataset order, no augmentation.
-    pub fn val_loader(&self) -> LoaderConfig {
-        LoaderConfig {
+    /// Validation loader settings: dataset order, no augmentation; among
+    /// `world` processes each scores its share of the split once.
+    pub fn val_loader(&self, rank: usize, world: usize) -> Result<LoaderConfig> {
+        let batch = self.val_batch_size.unwrap_or(2 * self.batch_size);
+        Ok(LoaderConfig {
             prefetch: self.prefetch,
             threads: self.threads,
             strict: self.strict,
-            ..LoaderConfig::evaluation(self.val_batch_size.unwrap_or(2 * self.batch_size), self.image_size)
+            shard: (world > 1).then_some(Shard { rank, world, pad: false }),
+            ..LoaderConfig::evaluation(batch.div_ceil(world.max(1)), self.image_size)
+        })
+    }
+
+    fn per_rank(&self, batch: usize, world: usize, name: &'static str) -> Result<usize> {
+        if world > 1 && !batch.is_multiple_of(world) {
+            let message = format!("{batch} images per step do not split evenly among {world} processes");
+            return Err(DataError::Option { name, message });
         }
+        Ok(batch / world.max(1))
     }
 }

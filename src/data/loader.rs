@@ -31,6 +31,18 @@ pub struct LoaderConfig {
     /// Fail on an unreadable image instead of skipping it.
     pub strict: bool,
     pub seed: u64,
+    /// This process's share of each epoch in a multi-process run.
+    pub shard: Option<Shard>,
+}
+
+/// Rank `rank` of `world` reads its share of each epoch's order
+/// (`asl::distributed::shard`): with `pad`, every rank gets as many
+/// samples (training); without, the shares cover the split exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub rank: usize,
+    pub world: usize,
+    pub pad: bool,
 }
 
 impl Default for LoaderConfig {
@@ -45,6 +57,7 @@ impl Default for LoaderConfig {
             threads: 0,
             strict: false,
             seed: 0,
+            shard: None,
         }
     }
 }
@@ -155,7 +168,7 @@ impl Loader {
     }
 
     pub fn batches_per_epoch(&self) -> usize {
-        let (n, b) = (self.dataset.len(), self.config.batch_size);
+        let (n, b) = (self.samples_per_epoch(), self.config.batch_size);
         if self.config.drop_last {
             n / b
         } else {
@@ -164,12 +177,27 @@ impl Loader {
     }
 
     /// The sample order of `epoch`: a seeded shuffle, or dataset order.
+    /// With a shard, this process's share of it: the same shuffle on every
+    /// rank, then `asl::distributed::shard`'s rule.
     pub fn order(&self, epoch: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.dataset.len()).collect();
         if self.config.shuffle {
             order.shuffle(&mut sample_rng(Stream::Shuffle, self.config.seed, epoch, 0));
         }
-        order
+        match self.config.shard {
+            Some(Shard { rank, world, pad }) => crate::distributed::shard(&order, rank, world, pad),
+            None => order,
+        }
+    }
+
+    /// Samples this process reads per epoch.
+    pub fn samples_per_epoch(&self) -> usize {
+        let n = self.dataset.len();
+        match self.config.shard {
+            Some(Shard { rank, world, pad: true }) if world > 0 && rank < world => n.div_ceil(world),
+            Some(Shard { rank, world, pad: false }) if world > 0 && rank < world => (n + world - 1 - rank) / world,
+            _ => n,
+        }
     }
 
     /// Iterates the batches of `epoch`, starting at batch `start` (for an

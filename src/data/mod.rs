@@ -12,5 +12,5 @@ pub use config::{DataConfig, SourceKind, Split};
 pub use dataset::{Dataset, Sample, UNKNOWN};
 pub use error::{DataError, Result};
 pub(crate) use loader::panic_message;
-pub use loader::{Batch, EpochIter, Loader, LoaderConfig, Skipped};
+pub use loader::{Batch, EpochIter, Loader, LoaderConfig, Shard, Skipped};
 pub use rng::{sample_rng, Stream};

@@ -3,7 +3,7 @@
 
 use super::config::LossConfig;
 use super::error::Result;
-use super::{AsymmetricLoss, AsymmetricLossSingleLabel, PartialLabels, ProbabilityStats};
+use super::{AsymmetricLoss, AsymmetricLossSingleLabel, PartialLabels, ProbabilityStats, Reduction};
 use tch::Tensor;
 
 pub enum Objective {
@@ -26,6 +26,16 @@ impl Objective {
             },
             LossConfig::SingleLabel(c) => Objective::SingleLabel(AsymmetricLossSingleLabel::new(*c)?),
         })
+    }
+
+    /// Whether the loss sums over the batch (the multi-label default) rather
+    /// than averaging: gradients then add up across a batch split among processes.
+    pub fn sums_over_batch(&self) -> bool {
+        let reduction = match self {
+            Objective::Asymmetric { loss, .. } => loss.config().reduction,
+            Objective::SingleLabel(l) => l.config().reduction,
+        };
+        reduction == Reduction::Sum
     }
 
     /// The current γ− (both losses have one).

@@ -45,13 +45,23 @@ impl ProbabilityStats {
                 0,
             )?;
             let sums = Vec::<f64>::try_from(sums.f_to_device(tch::Device::Cpu)?)?;
-            Ok(Self {
-                positive_sum: sums[0],
-                positive_count: sums[1].round() as u64,
-                negative_sum: sums[2],
-                negative_count: sums[3].round() as u64,
-            })
+            Ok(Self::from_sums(&sums))
         })
+    }
+
+    /// The four sums as numbers, for a reduction across processes.
+    pub fn to_sums(&self) -> [f64; 4] {
+        [self.positive_sum, self.positive_count as f64, self.negative_sum, self.negative_count as f64]
+    }
+
+    /// Back from [`to_sums`](Self::to_sums) (added up over processes).
+    pub fn from_sums(sums: &[f64]) -> Self {
+        Self {
+            positive_sum: sums[0],
+            positive_count: sums[1].round() as u64,
+            negative_sum: sums[2],
+            negative_count: sums[3].round() as u64,
+        }
     }
 
     pub fn merge(&mut self, other: &Self) {

@@ -66,6 +66,9 @@ pub struct TrainState {
     pub skipped_steps: usize,
     #[serde(default)]
     pub skipped_in_a_row: usize,
+    /// Processes that trained: a run stopped mid-epoch resumes only with as many.
+    #[serde(default)]
+    pub world_size: usize,
     pub best_map: Option<f64>,
     pub best_epoch: Option<usize>,
     pub adaptive: Option<AdaptiveAsymmetry>,

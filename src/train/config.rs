@@ -9,6 +9,7 @@ use super::optimizer::OptimizerConfig;
 use super::schedule::OneCycleConfig;
 use crate::config::{at_least_one, in_closed_unit, key_error, read_yaml, resolve, Result, Validate};
 use crate::data::DataConfig;
+use crate::distributed::DistributedConfig;
 use crate::loss::LossConfig;
 use crate::model::ModelConfig;
 use schemars::JsonSchema;
@@ -37,6 +38,8 @@ pub struct TrainConfig {
     pub schedule: OneCycleConfig,
     /// The training loop.
     pub train: LoopConfig,
+    /// Several processes (used when launched by torchrun or srun).
+    pub distributed: DistributedConfig,
 }
 
 impl Default for TrainConfig {
@@ -51,6 +54,7 @@ impl Default for TrainConfig {
             optimizer: OptimizerConfig::default(),
             schedule: OneCycleConfig::default(),
             train: LoopConfig::default(),
+            distributed: DistributedConfig::default(),
         }
     }
 }

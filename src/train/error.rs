@@ -34,6 +34,10 @@ pub enum TrainError {
     RunInUse { run: PathBuf, pid: String },
     #[error("cannot change {key} from {before} to {after} when resuming in the middle of epoch {epoch} (after batch {batch}): the rest of the epoch would not line up with the batches already trained. Resume without the change, or make it from a checkpoint written at the end of an epoch")]
     MidEpochChange { key: &'static str, before: String, after: String, epoch: usize, batch: usize },
+    #[error("every image of batch {batch} of epoch {epoch} on this rank was unreadable; a multi-process run cannot skip a whole batch on one rank (fix or remove the files named above)")]
+    EmptyBatch { epoch: usize, batch: usize },
+    #[error(transparent)]
+    Distributed(#[from] crate::distributed::DistError),
     #[error("cannot take the run lock {path}: {source}")]
     Lock { path: PathBuf, source: std::io::Error },
 }

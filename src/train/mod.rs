@@ -7,6 +7,7 @@ mod amp;
 mod builder;
 pub mod checkpoint;
 mod config;
+mod data_parallel;
 mod error;
 mod lock;
 mod observer;

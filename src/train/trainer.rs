@@ -6,6 +6,7 @@
 use super::amp::GradScaler;
 use super::checkpoint::{link_checkpoint, write_checkpoint, CheckpointParts, EpochRecord, TrainState};
 use super::config::{AmpMode, TrainConfig};
+use super::data_parallel::{DataParallel, StepFigures};
 use super::error::{Result, TrainError};
 use super::lock::RunLock;
 use super::observer::{Observer, Phase, Scored, StepLog, TrainEvent};
@@ -13,6 +14,7 @@ use super::restore::restore;
 use super::schedule::OneCycle;
 use super::{Adam, StepHyper};
 use crate::data::{Batch, Loader};
+use crate::distributed::ProcessGroup;
 use crate::evaluate::{evaluate, EvaluateEvent, Evaluation};
 use crate::loss::{batch_stats, AdaptiveAsymmetry, LossConfig, Objective, ProbabilityStats};
 use crate::model::{ModelEma, Network};
@@ -26,8 +28,10 @@ use tch::{Device, Kind};
 pub struct TrainerSetup {
     pub config: TrainConfig,
     pub run_dir: PathBuf,
-    /// The run directory's lock, held while the trainer lives.
-    pub lock: RunLock,
+    /// The run directory's lock, held while the trainer lives (rank 0's only).
+    pub lock: Option<RunLock>,
+    /// This process's group when several train together.
+    pub group: Option<ProcessGroup>,
     /// The network to train, on its device, head already sized for the data.
     pub network: Network,
     pub train_loader: Loader,
@@ -47,7 +51,12 @@ pub enum Outcome {
 pub struct Trainer {
     config: TrainConfig,
     run_dir: PathBuf,
-    _lock: RunLock,
+    _lock: Option<RunLock>,
+    parallel: Option<DataParallel>,
+    /// Multiplies the loss before backward: the world size when the loss is
+    /// a sum, since the Reducer averages gradients over the ranks and a
+    /// summed loss over N × B/N images must give the gradient of B images.
+    loss_scale: f64,
     network: Network,
     ema: ModelEma,
     optimizer: Adam,
@@ -71,12 +80,15 @@ struct EpochMeter {
     /// Statistics of the accumulation group's latest batch; `None` until
     /// one of its batches had images (and so gradients).
     group: Option<ProbabilityStats>,
+    /// Sum and count of the group's finite batch losses.
+    group_loss: (f64, f64),
 }
 
 impl Trainer {
     pub fn new(setup: TrainerSetup) -> Result<Self> {
-        let TrainerSetup { config, run_dir, lock, mut network, train_loader, val_loader, resume, stop } = setup;
+        let TrainerSetup { config, run_dir, lock, group, mut network, train_loader, val_loader, resume, stop } = setup;
         network.freeze(&config.model.freeze)?;
+        let parallel = group.map(|g| DataParallel::new(g, &network, config.distributed.bucket_mb)).transpose()?;
         let mut optimizer = Adam::new(network.trainable_parameters()?, config.optimizer)?;
         let steps_per_epoch = train_loader.batches_per_epoch().div_ceil(config.train.grad_accumulation);
         let steps_per_epoch = config.train.max_steps_per_epoch.map_or(steps_per_epoch, |m| m.min(steps_per_epoch));
@@ -102,10 +114,14 @@ impl Trainer {
         if let Some(a) = &adaptive {
             objective.set_gamma_neg(a.gamma_neg())?;
         }
+        let world = parallel.as_ref().map_or(1, |p| p.group().world_size());
+        let loss_scale = if objective.sums_over_batch() { world as f64 } else { 1.0 };
         Ok(Self {
             config,
             run_dir,
             _lock: lock,
+            parallel,
+            loss_scale,
             network,
             ema,
             optimizer,
@@ -124,6 +140,14 @@ impl Trainer {
         &self.network
     }
 
+    pub fn ema(&self) -> &ModelEma {
+        &self.ema
+    }
+
+    pub fn optimizer(&self) -> &Adam {
+        &self.optimizer
+    }
+
     pub fn state(&self) -> &TrainState {
         &self.state
     }
@@ -134,6 +158,15 @@ impl Trainer {
 
     pub fn device(&self) -> Device {
         self.network.device()
+    }
+
+    /// Whether this process writes checkpoints (rank 0, or the only one).
+    pub fn is_main(&self) -> bool {
+        self.parallel.as_ref().is_none_or(|p| p.group().is_main())
+    }
+
+    fn world_size(&self) -> usize {
+        self.parallel.as_ref().map_or(1, |p| p.group().world_size())
     }
 
     fn amp(&self) -> bool {
@@ -181,17 +214,27 @@ impl Trainer {
             let computed = Instant::now();
             let position = self.state.batch_in_epoch;
             let last_of_group = (position + 1).is_multiple_of(accumulation) || position + 1 == batches;
-            self.train_batch(&batch, epoch, &mut meter)?;
-            if last_of_group {
-                if let Some(stats) = meter.group.take() {
-                    self.optimizer_step(&stats, &meter, epoch, observer)?;
-                }
+            self.train_batch(&batch, epoch, last_of_group, &mut meter)?;
+            let mut stop = false;
+            if let (true, Some(stats)) = (last_of_group, meter.group.take()) {
+                let (loss_sum, loss_count) = std::mem::take(&mut meter.group_loss);
+                let local = StepFigures { stats, loss_sum, loss_count, stop: self.stop.load(Ordering::SeqCst) };
+                let figures = match &self.parallel {
+                    Some(parallel) => parallel.reduce(local)?,
+                    None => local,
+                };
+                // Summed over ranks; a mean loss is the mean of the ranks' means.
+                let per_global_batch = if self.objective.sums_over_batch() { 1.0 } else { self.world_size() as f64 };
+                self.state.epoch_loss_sum += figures.loss_sum / per_global_batch;
+                self.state.epoch_loss_count += loss_count as usize;
+                self.optimizer_step(&figures.stats, &meter, epoch, observer)?;
+                stop = figures.stop;
             }
             meter.compute += computed.elapsed();
             self.state.batch_in_epoch += 1;
             observer.on_event(&TrainEvent::BatchTrained);
             waited_since = Instant::now();
-            if last_of_group && self.stop.load(Ordering::SeqCst) {
+            if stop {
                 return Ok(None);
             }
         }
@@ -206,8 +249,13 @@ impl Trainer {
     /// it was unreadable). A non-finite loss stops an fp32 run; under AMP it
     /// is back-propagated, so that the grad scaler sees the overflow and
     /// skips the step, whichever micro-batch of the group it came from.
-    fn train_batch(&mut self, batch: &Batch, epoch: usize, meter: &mut EpochMeter) -> Result<()> {
+    /// `sync`: the batch ends its accumulation group, so its backward sums
+    /// the gradients across ranks.
+    fn train_batch(&mut self, batch: &Batch, epoch: usize, sync: bool, meter: &mut EpochMeter) -> Result<()> {
         if batch.is_empty() {
+            if self.parallel.is_some() {
+                return Err(TrainError::EmptyBatch { epoch: epoch + 1, batch: self.state.batch_in_epoch + 1 });
+            }
             return Ok(());
         }
         let device = self.network.device();
@@ -216,8 +264,14 @@ impl Trainer {
         // The global RNG (dropout, drop-path) is reseeded per batch so a resumed run draws the same numbers.
         tch::manual_seed(self.config.seed as i64 ^ ((epoch as i64) << 32) ^ self.state.batch_in_epoch as i64);
         let amp = self.amp();
+        if let Some(parallel) = &self.parallel {
+            parallel.before_forward(sync)?;
+        }
         let forward = crate::model::with_cuda_autocast(amp, || self.network.forward(&images));
         let logits = forward.map_err(|e| self.classify_error(e.into(), epoch))?.f_to_kind(Kind::Float)?;
+        if let Some(parallel) = &self.parallel {
+            parallel.after_forward(sync)?;
+        }
         let loss = self.objective.training_loss(&logits, &targets)?;
         let value = loss.f_double_value(&[])?;
         if !value.is_finite() && !amp {
@@ -228,15 +282,20 @@ impl Trainer {
         meter.images += batch.len();
         meter.group = Some(stats);
         if value.is_finite() {
-            self.state.epoch_loss_sum += value;
-            self.state.epoch_loss_count += 1;
+            meter.group_loss.0 += value;
+            meter.group_loss.1 += 1.0;
         }
         let scaled = match &self.scaler {
             Some(scaler) => scaler.scale(&loss)?,
             None => loss.shallow_clone(),
         };
-        scaled.f_div_scalar(self.config.train.grad_accumulation as f64)?.f_backward()?;
-        Ok(())
+        let scaled = scaled.f_div_scalar(self.config.train.grad_accumulation as f64 / self.loss_scale)?;
+        match (scaled.f_backward(), &self.parallel) {
+            (Ok(()), Some(parallel)) => parallel.after_backward(),
+            (Ok(()), None) => Ok(()),
+            (Err(error), Some(parallel)) => Err(parallel.backward_error(error)),
+            (Err(error), None) => Err(error.into()),
+        }
     }
 
     /// Applies the accumulated gradients, unless the grad scaler found an
@@ -356,6 +415,13 @@ impl Trainer {
     ) -> Result<()> {
         let model = self.validate(Scored::Model, observer)?;
         let ema = self.validate(Scored::Ema, observer)?;
+        let (images, skipped_train) = match &self.parallel {
+            Some(parallel) => {
+                let sums = parallel.sum(&[meter.images as f64, self.state.epoch_skipped as f64])?;
+                (sums[0], sums[1] as usize)
+            }
+            None => (meter.images as f64, self.state.epoch_skipped),
+        };
         let record = EpochRecord {
             epoch: epoch + 1,
             train_loss,
@@ -366,9 +432,9 @@ impl Trainer {
             delta_p: model.stats.delta(),
             gamma_neg: self.objective.gamma_neg(),
             seconds: elapsed.as_secs_f64(),
-            images_per_second: meter.images_per_second(),
+            images_per_second: images / meter.seconds(),
             data_wait_fraction: meter.wait_fraction(),
-            skipped_train: self.state.epoch_skipped,
+            skipped_train,
             skipped_val: model.skipped,
             skipped_steps: self.state.skipped_steps,
         };
@@ -386,7 +452,7 @@ impl Trainer {
         self.state.epoch_loss_count = 0;
         self.state.epoch_skipped = 0;
         let last = self.checkpoint("last", observer)?;
-        if improved {
+        if improved && self.is_main() {
             let best = self.run_dir.join("checkpoints").join("best");
             link_checkpoint(&last, &best)?;
             observer.on_event(&TrainEvent::CheckpointWritten { name: "best", path: &best });
@@ -410,14 +476,19 @@ impl Trainer {
             }
             EvaluateEvent::Skipped(_) => {}
         };
-        Ok(evaluate(network, &self.val_loader, amp, threshold, &mut forward)?)
+        let group = self.parallel.as_ref().map(DataParallel::group);
+        Ok(evaluate(network, &self.val_loader, group, amp, threshold, &mut forward)?)
     }
 
     /// Writes `checkpoints/<name>` and returns its path.
     fn checkpoint(&mut self, name: &str, observer: &mut dyn Observer) -> Result<PathBuf> {
         self.state.adaptive = self.adaptive;
         self.state.grad_scaler = self.scaler.as_ref().map(GradScaler::state);
+        self.state.world_size = self.world_size();
         let dir = self.run_dir.join("checkpoints").join(name);
+        if !self.is_main() {
+            return Ok(dir);
+        }
         let parts = CheckpointParts {
             network: &self.network,
             ema: &self.ema,
@@ -432,8 +503,12 @@ impl Trainer {
 }
 
 impl EpochMeter {
+    fn seconds(&self) -> f64 {
+        (self.wait + self.compute).as_secs_f64().max(1e-9)
+    }
+
     fn images_per_second(&self) -> f64 {
-        self.images as f64 / (self.wait + self.compute).as_secs_f64().max(1e-9)
+        self.images as f64 / self.seconds()
     }
 
     fn wait_fraction(&self) -> f64 {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod coco_mini;
+pub mod distributed;
 pub mod python;
 pub mod training;
 

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The distributed check for the borrowed GPU machine (one GPU, so NCCL runs
+# with world size 1: its communicator, streams and the Reducer, against no
+# process group), from the repo root after `make gpu-stage`:
+#   1. `asl train` of MODEL at SIZE with AMP, no process group;
+#   2. the same under torchrun --nproc-per-node=1 (NCCL), gradient buckets
+#      of 25 MiB (PyTorch's default), then 1 and 100 MiB (a bucket sweep).
+# Each run trains EPOCHS epochs on coco-mini's train split repeated TIMES
+# times; the last epoch's images/s is compared. Environment overrides (for
+# a CPU smoke test, where torchrun's group is Gloo): MODEL SIZE BATCH
+# THREADS TIMES EPOCHS DEVICE PY STAGE WORK OUT.
+set -u -o pipefail
+OUT=${OUT:-$PWD/target/gpu-out}
+STAGE=${STAGE:-.device}
+MODEL=${MODEL:-tresnet_l} SIZE=${SIZE:-448} BATCH=${BATCH:-56} THREADS=${THREADS:-12}
+TIMES=${TIMES:-4} EPOCHS=${EPOCHS:-2} DEVICE=${DEVICE:-cuda} PY=${PY:-python3}
+WORK=${WORK:-/tmp/asl-gpu-dist}
+rm -rf "$WORK" && mkdir -p "$WORK" "$OUT"
+export LD_LIBRARY_PATH=$($PY -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+$PY bench/repeat_coco.py --src "$STAGE/coco-mini" --dst "$WORK/coco" --times "$TIMES" || exit 1
+$PY models/export.py --model "$MODEL" --num-classes 80 --img-size "$SIZE" --out "$WORK/model.pt" || exit 1
+
+train() { # name, launcher words..., then --set overrides after "--"
+  local name=$1; shift
+  local launcher=()
+  while [ "$1" != "--" ]; do launcher+=("$1"); shift; done; shift
+  "${launcher[@]}" "$STAGE/asl" train --config configs/coco.yaml --data "$WORK/coco" --runs "$WORK/runs" \
+    --no-progress --set name="$name" --set model.path="$WORK/model.pt" --set device="$DEVICE" \
+    --set data.image_size="$SIZE" --set data.batch_size="$BATCH" --set data.val_batch_size="$BATCH" \
+    --set data.threads="$THREADS" --set data.drop_last=true --set train.epochs="$EPOCHS" "$@" \
+    2>&1 | tee "$OUT/dist_$name.log"
+}
+torchrun=($PY -m torch.distributed.run --standalone --nproc-per-node=1 --no-python)
+train plain env --
+train nccl_25 "${torchrun[@]}" -- --set distributed.bucket_mb=25
+train nccl_1 "${torchrun[@]}" -- --set distributed.bucket_mb=1
+train nccl_100 "${torchrun[@]}" -- --set distributed.bucket_mb=100
+
+$PY - "$WORK/runs" <<'PY' | tee "$OUT/dist_summary.txt"
+import json, sys
+runs = sys.argv[1]
+def last(name):
+    return json.load(open(f"{runs}/{name}/checkpoints/last/state.json"))["history"][-1]
+plain = last("plain")["images_per_second"]
+print(f"no process group:          {plain:8.1f} img/s")
+for name, label in [("nccl_25", "NCCL world 1, 25 MiB"), ("nccl_1", "NCCL world 1, 1 MiB"), ("nccl_100", "NCCL world 1, 100 MiB")]:
+    speed = last(name)["images_per_second"]
+    print(f"{label:26s} {speed:8.1f} img/s   overhead {100 * (plain / speed - 1):+.1f}%")
+PY

@@ -1,0 +1,168 @@
+//! A c10d process group (Gloo or NCCL) and the collectives training uses,
+//! on tch tensors. A failed collective is reported with the ranks that
+//! stopped beating: a killed rank is named, not waited for.
+
+use super::error::{DistError, Result};
+use super::ffi::{self, AslGroup, TensorHandle};
+use super::launch::Launch;
+use std::ffi::CString;
+use std::time::Duration;
+use tch::{Device, Tensor};
+
+/// Which c10d backend carries the collectives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// CPU tensors, over TCP.
+    Gloo,
+    /// CUDA tensors, over NVLink, PCIe or InfiniBand.
+    Nccl,
+}
+
+/// How long a survivor waits, after a failed collective, to see which
+/// heartbeats stopped (the native layer beats every 250 ms).
+const LOST_RANK_WAIT: Duration = Duration::from_millis(1500);
+
+pub struct ProcessGroup {
+    raw: *mut AslGroup,
+    rank: usize,
+    world_size: usize,
+    backend: Backend,
+}
+
+impl ProcessGroup {
+    /// Joins the group `launch` describes: rendezvous through the TCPStore
+    /// at `MASTER_ADDR:MASTER_PORT` (hosted by torchrun's agent, or else by
+    /// rank 0), then the backend's own connections. `device` is this rank's
+    /// CUDA device under NCCL. Fails after `timeout` if peers do not come.
+    pub fn join(launch: &Launch, backend: Backend, device: Device, timeout: Duration) -> Result<Self> {
+        let address = format!("{}:{}", launch.master_addr, launch.master_port);
+        let join_error = |message: String| DistError::Join { rank: launch.rank, address: address.clone(), message };
+        let device_index = match (backend, device) {
+            (Backend::Nccl, Device::Cuda(index)) => index as i32,
+            (Backend::Nccl, other) => return Err(DistError::NcclOnCpu(other)),
+            (Backend::Gloo, _) => -1,
+        };
+        let host = CString::new(launch.master_addr.as_str()).map_err(|e| join_error(e.to_string()))?;
+        let prefix = CString::new(format!("asl/attempt_{}", launch.attempt)).expect("no NUL in the prefix");
+        let timeout_s = i32::try_from(timeout.as_secs().max(1)).unwrap_or(i32::MAX);
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: the strings outlive the call; `raw` is written on success only.
+        let status = unsafe {
+            ffi::asl_group_new(
+                backend as i32,
+                host.as_ptr(),
+                i32::from(launch.master_port),
+                i32::from(launch.is_main() && !launch.agent_store),
+                prefix.as_ptr(),
+                launch.rank as i32,
+                launch.world_size as i32,
+                device_index,
+                timeout_s,
+                &mut raw,
+            )
+        };
+        if status != 0 {
+            return Err(join_error(ffi::last_error()));
+        }
+        Ok(Self { raw, rank: launch.rank, world_size: launch.world_size, backend })
+    }
+
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    pub fn world_size(&self) -> usize {
+        self.world_size
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Where tensors for this group's collectives live: the CPU under Gloo,
+    /// `compute` (a GPU) under NCCL.
+    pub fn tensor_device(&self, compute: Device) -> Device {
+        match self.backend {
+            Backend::Gloo => Device::Cpu,
+            Backend::Nccl => compute,
+        }
+    }
+
+    /// Whether this rank owns side effects: checkpoints, logs, the console.
+    pub fn is_main(&self) -> bool {
+        self.rank == 0
+    }
+
+    pub(super) fn raw(&self) -> *mut AslGroup {
+        self.raw
+    }
+
+    /// Every tensor becomes the sum of its copies on all ranks, in place.
+    /// They travel as one buffer, so they must share a dtype and a device
+    /// (CPU under Gloo, CUDA under NCCL).
+    pub fn allreduce_sum(&self, tensors: &[&Tensor]) -> Result<()> {
+        let handles = handles(tensors);
+        // SAFETY: the handles point to live tensors for the duration of the call.
+        let status = unsafe { ffi::asl_allreduce_sum(self.raw, handles.as_ptr(), handles.len()) };
+        self.check("allreduce", status)
+    }
+
+    /// Every tensor becomes rank `root`'s, in place.
+    pub fn broadcast(&self, tensors: &[&Tensor], root: usize) -> Result<()> {
+        let handles = handles(tensors);
+        // SAFETY: as for `allreduce_sum`.
+        let status = unsafe { ffi::asl_broadcast(self.raw, handles.as_ptr(), handles.len(), root as i32) };
+        self.check("broadcast", status)
+    }
+
+    /// Returns when every rank has called it.
+    pub fn barrier(&self) -> Result<()> {
+        // SAFETY: the group is live.
+        let status = unsafe { ffi::asl_barrier(self.raw) };
+        self.check("barrier", status)
+    }
+
+    pub(super) fn check(&self, op: &'static str, status: i32) -> Result<()> {
+        match status {
+            0 => Ok(()),
+            _ => Err(self.failure(op, ffi::last_error())),
+        }
+    }
+
+    /// The error of a failed collective (here, or inside backward's
+    /// gradient reduction), naming the ranks that stopped beating, or rank
+    /// 0 when the store it hosts is gone.
+    pub fn failure(&self, op: &'static str, message: String) -> DistError {
+        let mut lost = vec![0i32; self.world_size];
+        let wait = LOST_RANK_WAIT.as_millis() as i32;
+        // SAFETY: `lost` has one slot per rank.
+        let found = unsafe { ffi::asl_lost_ranks(self.raw, wait, lost.as_mut_ptr()) } == 0;
+        let lost: Vec<usize> = lost.iter().enumerate().filter(|(_, &l)| l != 0).map(|(r, _)| r).collect();
+        let lost = match (found, lost.as_slice()) {
+            (false, _) if self.rank != 0 => "lost rank 0 (the host of the rendezvous store no longer answers). ".into(),
+            (true, []) | (false, _) => String::new(),
+            (true, ranks) => {
+                let names: Vec<String> = ranks.iter().map(usize::to_string).collect();
+                format!("lost rank {} (its heartbeat stopped). ", names.join(", "))
+            }
+        };
+        DistError::Collective { rank: self.rank, op, lost, message }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: `raw` came from `asl_group_new` and is freed once.
+        unsafe { ffi::asl_group_free(self.raw) }
+    }
+}
+
+pub(super) fn handles(tensors: &[&Tensor]) -> Vec<TensorHandle> {
+    tensors.iter().map(|t| t.as_ptr() as TensorHandle).collect()
+}
+
+/// Whether this build can create NCCL groups (its CUDA headers were present).
+pub fn nccl_compiled() -> bool {
+    // SAFETY: reads a constant.
+    unsafe { ffi::asl_nccl_compiled() != 0 }
+}
