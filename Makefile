@@ -69,9 +69,10 @@ endif
 tensorboard: venv
 	$(VENV)/bin/tensorboard --logdir runs
 
-# The paper's loss comparison at CPU scale (about 15 minutes on 2 cores).
+# The paper's loss comparison at CPU scale, with adaptive asymmetry at three
+# Δp targets (Table 3): about 10 minutes on 2 cores.
 reproduce: build
-	./target/release/asl reproduce --out runs/reproduce
+	./target/release/asl reproduce --out runs/reproduce --adaptive-targets 0,0.1,0.2
 
 loss-curves: build
 	./target/release/asl loss-curves --out runs/loss-curves

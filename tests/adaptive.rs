@@ -52,7 +52,7 @@ fn train(steps: u64, controller: &mut AdaptiveAsymmetry) -> (Vec<f64>, Vec<Proba
 }
 
 fn config(target_delta: f64) -> AdaptiveAsymmetryConfig {
-    AdaptiveAsymmetryConfig { target_delta, lambda: 0.2, gamma_neg_min: 0.0, gamma_neg_max: 12.0 }
+    AdaptiveAsymmetryConfig { target_delta, lambda: 0.2, gamma_neg_max: 12.0, max_step: 1.0, ..Default::default() }
 }
 
 fn late_mean(deltas: &[f64]) -> f64 {
@@ -100,4 +100,50 @@ fn restored_controller_continues_bit_exactly() {
     }
     assert_eq!(uninterrupted, resumed);
     assert_eq!(recorder.gamma_neg().to_bits(), resumed.gamma_neg().to_bits());
+}
+
+/// A batch whose Δp responds to γ− as training would, on average:
+/// Δp = 0.1 + 0.2·(γ− − 4.5), plus the noise of a small batch (±0.1).
+fn plant_batch(gamma_neg: f64, noise: f64) -> ProbabilityStats {
+    let delta = 0.1 + 0.2 * (gamma_neg - 4.5) + noise;
+    ProbabilityStats { positive_sum: 0.5 + delta, positive_count: 1, negative_sum: 0.5, negative_count: 1 }
+}
+
+#[test]
+fn from_the_recipes_start_the_default_controller_settles_in_bounded_steps_by_bounded_moves() {
+    // The start rule: γ− begins at the loss's gamma_neg, 4 in every recipe.
+    let config = AdaptiveAsymmetryConfig::default();
+    let mut controller = AdaptiveAsymmetry::new(config, 4.0).unwrap();
+    let noise = uniform(4000, -0.1, 0.1, 77);
+    let mut gammas = vec![controller.gamma_neg()];
+    for &n in &noise {
+        let before = controller.gamma_neg();
+        let after = controller.update(&plant_batch(before, n));
+        assert!((after - before).abs() <= config.max_step + 1e-12, "moved {} in one update", after - before);
+        gammas.push(after);
+    }
+    // Δp = 0.1 needs γ− = 4.5: reached (within 0.1) and held.
+    let reached = gammas.iter().position(|g| (g - 4.5).abs() < 0.1).expect("the target is reached");
+    assert!(reached <= 2500, "reached after {reached} updates");
+    let late = &gammas[3500..];
+    assert!(
+        late.iter().all(|g| (g - 4.5).abs() < 0.15),
+        "γ− wanders late: {:?}",
+        late.iter().fold((9.0f64, 0.0f64), |(lo, hi), g| (lo.min(*g), hi.max(*g)))
+    );
+    let smoothed = controller.smoothed_delta().unwrap();
+    assert!((smoothed - 0.1).abs() < 0.05, "smoothed Δp {smoothed}");
+}
+
+#[test]
+fn the_step_limit_binds_when_lambda_would_jump() {
+    let config = AdaptiveAsymmetryConfig { lambda: 5.0, max_step: 0.02, smoothing: 0.0, ..Default::default() };
+    let mut controller = AdaptiveAsymmetry::new(config, 0.0).unwrap();
+    // Δp far below its target: λ alone would move γ− by 5 × 0.6 = 3 per batch.
+    let first = controller.update(&plant_batch(0.0, 0.0));
+    assert_eq!(first, 0.02);
+    for _ in 0..9 {
+        controller.update(&plant_batch(controller.gamma_neg(), 0.0));
+    }
+    assert!((controller.gamma_neg() - 0.2).abs() < 1e-12, "{}", controller.gamma_neg());
 }

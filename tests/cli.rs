@@ -70,3 +70,27 @@ fn info_finds_the_venv_libtorch_without_ld_library_path() {
     assert_eq!(field("CUDA available"), lines.next().unwrap().to_lowercase());
     assert!(field("libtorch threads").parse::<i32>().unwrap() >= 1);
 }
+
+#[test]
+fn reproduce_writes_a_row_per_adaptive_target_and_figure_9() {
+    let out = tempfile::tempdir().unwrap();
+    let output = asl()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["reproduce", "--seeds", "1", "--epochs", "2", "--train-images", "96", "--test-images", "32"])
+        .args(["--adaptive-targets", "0,0.2", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let table = std::fs::read_to_string(out.path().join("results.md")).unwrap();
+    for row in ["| ASL 4/0/0.05 |", "| adaptive ASL Δp→0 |", "| adaptive ASL Δp→0.2 |"] {
+        assert!(table.contains(row), "{table}");
+    }
+    let figure = std::fs::read_to_string(out.path().join("figure9.csv")).unwrap();
+    let header = figure.lines().next().unwrap();
+    assert_eq!(header, "step,γ− (target 0),γ− (target 0.2),Δp (target 0),Δp (target 0.2)");
+    // γ− starts at 4 and moves up for the higher target, down for the lower.
+    let last: Vec<f64> = figure.lines().last().unwrap().split(',').map(|v| v.parse().unwrap()).collect();
+    assert!(last[1] < 4.0 && last[2] > 4.0, "{last:?}");
+    assert_eq!(&std::fs::read(out.path().join("figure9.png")).unwrap()[..4], b"\x89PNG");
+}

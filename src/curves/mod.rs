@@ -6,4 +6,4 @@ mod plot;
 pub use compute::{
     figure_curves, negative_loss_and_gradient, probability_grid, rejection_point, Curve, CurveParameters, CurveSet,
 };
-pub use plot::{plot_curves, PlotError, PlotLabels};
+pub use plot::{plot_curves, plot_panels, PlotError, PlotLabels};

@@ -41,28 +41,47 @@ fn register_embedded_font() {
 }
 
 const WIDTH: u32 = 900;
+/// Height of one panel.
 const HEIGHT: u32 = 600;
 
 /// Draws every curve of `set` against its x values into a 900×600 PNG at `path`.
 pub fn plot_curves(set: &CurveSet, labels: &PlotLabels, path: &Path) -> Result<(), PlotError> {
-    let error = |e: &dyn std::fmt::Display| PlotError { path: path.display().to_string(), message: e.to_string() };
-    let mut pixels = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
-    draw(set, labels, &mut pixels).map_err(|e| error(&e))?;
-    image::save_buffer(path, &pixels, WIDTH, HEIGHT, image::ExtendedColorType::Rgb8).map_err(|e| error(&e))
+    plot_panels(&[(set, labels)], path)
 }
 
-/// Renders the plot into `pixels`, `HEIGHT × WIDTH × 3` RGB bytes.
-fn draw(set: &CurveSet, labels: &PlotLabels, pixels: &mut [u8]) -> Result<(), String> {
+/// Draws `panels` one above the other (900×600 each) into a PNG at `path`.
+pub fn plot_panels(panels: &[(&CurveSet, &PlotLabels)], path: &Path) -> Result<(), PlotError> {
+    let error = |e: &dyn std::fmt::Display| PlotError { path: path.display().to_string(), message: e.to_string() };
+    let height = HEIGHT * panels.len().max(1) as u32;
+    let mut pixels = vec![0u8; (WIDTH * height * 3) as usize];
+    draw(panels, &mut pixels, height).map_err(|e| error(&e))?;
+    image::save_buffer(path, &pixels, WIDTH, height, image::ExtendedColorType::Rgb8).map_err(|e| error(&e))
+}
+
+/// Renders the panels into `pixels`, `height × WIDTH × 3` RGB bytes.
+fn draw(panels: &[(&CurveSet, &PlotLabels)], pixels: &mut [u8], height: u32) -> Result<(), String> {
     let error = |e: &dyn std::fmt::Display| e.to_string();
     register_embedded_font();
+    let root = BitMapBackend::with_buffer(pixels, (WIDTH, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| error(&e))?;
+    for (area, (set, labels)) in root.split_evenly((panels.len().max(1), 1)).iter().zip(panels) {
+        draw_panel(area, set, labels).map_err(|e| error(&e))?;
+    }
+    root.present().map_err(|e| error(&e))
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    set: &CurveSet,
+    labels: &PlotLabels,
+) -> Result<(), String> {
+    let error = |e: &dyn std::fmt::Display| e.to_string();
     let values = || set.curves.iter().flat_map(|c| c.values.iter().copied()).filter(|v| v.is_finite());
     let (y_min, y_max) = (values().fold(0.0_f64, f64::min), values().fold(0.0_f64, f64::max));
     let x_min = set.x.iter().copied().fold(f64::INFINITY, f64::min).min(0.0);
     let x_max = set.x.iter().copied().fold(f64::NEG_INFINITY, f64::max).max(x_min + 1e-9);
     let margin = 0.05 * (y_max - y_min).max(1e-9);
-    let root = BitMapBackend::with_buffer(pixels, (WIDTH, HEIGHT)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| error(&e))?;
-    let mut chart = ChartBuilder::on(&root)
+    let mut chart = ChartBuilder::on(area)
         .caption(labels.title, ("sans-serif", 24))
         .margin(16)
         .x_label_area_size(48)
@@ -84,6 +103,5 @@ fn draw(set: &CurveSet, labels: &PlotLabels, pixels: &mut [u8]) -> Result<(), St
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
-        .map_err(|e| error(&e))?;
-    root.present().map_err(|e| error(&e))
+        .map_err(|e| error(&e))
 }
