@@ -39,7 +39,7 @@ build: venv
 # `make test` compile the dependency tree once, and the tests that decode
 # real images run at full speed.
 test: venv
-	cargo test --release --all-targets
+	cargo test --release --all-targets --no-fail-fast
 
 lint: venv
 	cargo fmt --all -- --check

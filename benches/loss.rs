@@ -1,4 +1,4 @@
-//! Loss forward + backward at the sizes of COCO ([128, 80]) and Open Images
+//! Loss forward + backward (the trainer's unchecked entry point) at the sizes of COCO ([128, 80]) and Open Images
 //! ([64, 9605]), on the CPU and, when one is present, on CUDA (ids ending
 //! in `_cuda`). `bench/loss_baseline.py` times timm's
 //! `AsymmetricLossMultiLabel` on the same sizes; `bench/report.py` divides.
@@ -21,7 +21,7 @@ fn loss_forward_backward(c: &mut Criterion) {
             let targets = Tensor::rand([batch, classes], (Kind::Float, device)).lt(0.04).to_kind(Kind::Float);
             group.bench_function(BenchmarkId::from_parameter(format!("{batch}x{classes}{suffix}")), |b| {
                 b.iter(|| {
-                    loss.forward(&logits, &targets).unwrap().backward();
+                    loss.forward_unchecked(&logits, &targets, None).unwrap().backward();
                     // CUDA kernels run asynchronously: time them to completion.
                     if let Device::Cuda(index) = device {
                         tch::Cuda::synchronize(index as i64);

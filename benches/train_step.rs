@@ -39,7 +39,7 @@ fn main() {
         optimizer.zero_grad().unwrap();
         let value = loss.forward(&network.forward(&images).unwrap(), &targets).unwrap();
         value.backward();
-        optimizer.step(StepHyper { lr: 1e-4, beta1: 0.9 }).unwrap();
+        optimizer.step(StepHyper { lr: 1e-4, beta1: 0.9 }, None).unwrap();
     };
     step();
     let started = Instant::now();

@@ -6,7 +6,7 @@
 
 use crate::data::{DataError, Loader, Skipped};
 use crate::distributed::{DistError, ProcessGroup};
-use crate::loss::{batch_stats, LossError, ProbabilityStats};
+use crate::loss::{batch_sums, LossError, ProbabilityStats};
 use crate::metrics::{MetricsAccumulator, MetricsError, MetricsReport};
 use crate::model::{ModelError, Network};
 use tch::{Kind, Tensor};
@@ -67,7 +67,7 @@ pub fn evaluate(
     network.set_train(false)?;
     let device = network.device();
     let mut metrics = MetricsAccumulator::new();
-    let mut stats = ProbabilityStats::default();
+    let mut sums = Tensor::f_zeros([4], (Kind::Double, device))?;
     let mut indices = Vec::new();
     let mut epoch = loader.epoch(0, 0);
     for batch in epoch.by_ref() {
@@ -78,14 +78,15 @@ pub fn evaluate(
         }
         let images = batch.images_tensor(device)?;
         let targets = batch.targets_tensor(device)?;
-        let logits = tch::no_grad(|| crate::model::with_cuda_autocast(amp, || network.forward(&images)))?
+        let logits = tch::no_grad(|| crate::ops::with_cuda_autocast(amp, || network.forward(&images)))?
             .f_to_kind(Kind::Float)?;
-        stats.merge(&batch_stats(&logits, &targets)?);
+        sums = sums.f_add(&batch_sums(&logits, &targets)?)?;
         metrics.update(&logits.f_sigmoid()?, &targets)?;
         indices.extend_from_slice(&batch.indices);
         on_event(EvaluateEvent::Scored(batch.len()));
     }
     let mut skipped = epoch.skipped();
+    let mut stats = ProbabilityStats::from_sums(&Vec::<f64>::try_from(sums.f_to_device(tch::Device::Cpu)?)?);
     if let Some(group) = group {
         (metrics, indices) = gather(group, loader, network.device(), metrics, &indices, &mut stats, &mut skipped)?;
     }

@@ -14,4 +14,6 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod monitor;
+mod native;
+pub mod ops;
 pub mod train;

@@ -125,17 +125,7 @@ fn after_real_training_every_rank_holds_the_same_bits() {
         return agreement_rank(Path::new(&out));
     }
     let f = Fixture::new();
-    let sets = [
-        format!("model.path={}", f.model.display()),
-        format!("data.path={}", f.dir.path().join("data").display()),
-        "data.image_size=32".into(),
-        "data.batch_size=16".into(),
-        "device=cpu".into(),
-        "train.epochs=2".into(),
-        "schedule.scheduled_epochs=2".into(),
-        "loss.adaptive={target_delta: 0.1, lambda: 0.05}".into(),
-        "train.amp=on".into(),
-    ];
+    let sets = f.library_sets(&["loss.adaptive={target_delta: 0.1, lambda: 0.05}", "train.amp=on"]);
     let out = f.dir.path().join("agreement");
     let outputs = run_ranks(2, LIMIT, |_| {
         let mut c = Command::new(std::env::current_exe().unwrap());

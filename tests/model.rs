@@ -61,8 +61,8 @@ fn finetune_save_and_reload_in_python() {
         let value = loss.forward(&logits, &targets).unwrap();
         losses.push(value.double_value(&[]));
         value.backward();
-        optimizer.step(StepHyper { lr: 1e-2, beta1: 0.9 }).unwrap();
-        ema.update(&network).unwrap();
+        optimizer.step(StepHyper { lr: 1e-2, beta1: 0.9 }, None).unwrap();
+        ema.update(&network, None).unwrap();
     }
     assert!(losses[3] < losses[0], "loss should drop over 3 steps: {losses:?}");
 
@@ -97,7 +97,7 @@ fn ema_averages_buffers_and_differs_from_the_model() {
     network.set_train(true).unwrap();
     let _ = tch::no_grad(|| network.forward(&fixed_batch().0).unwrap());
     let after = running_mean(&network);
-    ema.update(&network).unwrap();
+    ema.update(&network, None).unwrap();
     let averaged = running_mean(ema.network());
     for ((b, a), e) in before.iter().zip(&after).zip(&averaged) {
         assert!((e - (0.5 * b + 0.5 * a)).abs() < 1e-6, "EMA of a running mean: {e} vs {}", 0.5 * b + 0.5 * a);
@@ -121,7 +121,7 @@ fn frozen_parameters_do_not_change() {
     network.set_train(true).unwrap();
     let (images, targets) = fixed_batch();
     AsymmetricLoss::asl().forward(&network.forward(&images).unwrap(), &targets).unwrap().backward();
-    optimizer.step(StepHyper { lr: 1e-2, beta1: 0.9 }).unwrap();
+    optimizer.step(StepHyper { lr: 1e-2, beta1: 0.9 }, None).unwrap();
     assert_eq!(snapshot(&network).unwrap(), before);
 }
 
@@ -172,4 +172,23 @@ fn export_applies_timm_and_model_zoo_weights() {
     let dir = tempfile::tempdir().unwrap();
     let result = common::python::run_python(&["tests/support/export_weights_check.py", dir.path().to_str().unwrap()]);
     assert_eq!(result.trim(), "ok");
+}
+
+#[test]
+fn a_channels_last_network_gives_the_same_outputs_and_saves_for_python() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = exported(dir.path(), 6);
+    let (images, _) = fixed_batch();
+    let plain = Network::load(&path, Device::Cpu).unwrap();
+    let expected = flat(&tch::no_grad(|| plain.forward(&images).unwrap()));
+    let mut network = Network::load(&path, Device::Cpu).unwrap();
+    network.to_channels_last().unwrap();
+    let kernels: Vec<_> = network.named_tensors().unwrap().into_iter().filter(|(_, t)| t.dim() == 4).collect();
+    assert!(!kernels.is_empty() && kernels.iter().all(|(_, t)| asl::ops::is_channels_last(t)));
+    let ours = flat(&tch::no_grad(|| network.forward(&asl::ops::channels_last(&images).unwrap()).unwrap()));
+    assert!(max_abs_diff(&ours, &expected) < 1e-5, "channels-last changes the outputs");
+    let saved = dir.path().join("nhwc.pt");
+    network.save(&saved).unwrap();
+    let theirs = python_forward(&saved, &flat(&images), [4, 3, SIZE, SIZE], dir.path());
+    assert!(max_abs_diff(&theirs, &expected) < 1e-5, "Python reads the channels-last file differently");
 }

@@ -56,7 +56,7 @@ fn nan_loss_stops_with_the_step_named_and_keeps_the_last_checkpoint() {
         f.run("nan", &["--resume", run.to_str().unwrap(), "--set", "train.epochs=2", "--set", "schedule.max_lr=1e30"]);
     assert!(!blown.status.success());
     let message = text(&blown);
-    assert!(message.contains("error: the loss became") && message.contains("at epoch 2, batch"), "{message}");
+    assert!(message.contains("error: the loss became") && message.contains("by epoch 2, batch"), "{message}");
     assert!(message.contains("The last good checkpoint is kept at"), "{message}");
     assert_eq!(std::fs::read(run.join("checkpoints/last/model.pt")).unwrap(), before);
     assert_eq!(state(&run).epoch, 1);
@@ -141,18 +141,7 @@ impl Observer for Recorder {
 #[test]
 fn the_library_reports_a_run_to_its_observer_and_runs_without_one() {
     let f = Fixture::new();
-    let sets: Vec<String> = [
-        format!("model.path={}", f.model.display()),
-        format!("data.path={}", f.dir.path().join("data").display()),
-        "data.image_size=32".into(),
-        "data.batch_size=16".into(),
-        "data.val_batch_size=16".into(),
-        "device=cpu".into(),
-        "train.epochs=2".into(),
-        "schedule.scheduled_epochs=2".into(),
-        "train.log_every=4".into(),
-    ]
-    .into();
+    let sets = f.library_sets(&["data.val_batch_size=16", "train.log_every=4"]);
     let config = TrainConfig::load(Path::new("configs/demo.yaml"), &sets).unwrap();
     let mut recorder = Recorder::default();
     let options = RunOptions { run_dir: f.runs().join("observed"), ..RunOptions::default() };
@@ -176,4 +165,29 @@ fn the_library_reports_a_run_to_its_observer_and_runs_without_one() {
         state(&f.runs().join(run)).history.iter().map(|r| (r.train_loss.to_bits(), r.map, r.map_ema)).collect()
     };
     assert_eq!(figures("unobserved"), figures("observed"));
+}
+
+#[test]
+fn a_training_step_reads_nothing_back_from_the_device() {
+    let f = Fixture::new();
+    let sets = |adaptive: bool| {
+        let mut extra = vec!["train.log_every=1000", "train.amp=on", "optimizer.grad_clip_norm=5.0"];
+        if adaptive {
+            extra.push("loss.adaptive={target_delta: 0.1}");
+        }
+        f.library_sets(&extra)
+    };
+    for adaptive in [false, true] {
+        let config = TrainConfig::load(Path::new("configs/demo.yaml"), &sets(adaptive)).unwrap();
+        let name = if adaptive { "adaptive" } else { "fixed" };
+        let options = RunOptions { run_dir: f.runs().join(name), ..RunOptions::default() };
+        let mut trainer = prepare(config, options, &mut ()).unwrap();
+        trainer.run(&mut ()).unwrap();
+        // 96 images in batches of 16: 12 steps over 2 epochs, with AMP's scaler and clipping on.
+        // Reads: one at each epoch's end and one for each checkpoint; adaptive γ− adds one per step.
+        let steps = trainer.state().optimizer_step as u64;
+        assert_eq!(steps, 12);
+        let expected = 2 * 2 + if adaptive { steps } else { 0 };
+        assert_eq!(trainer.host_reads(), expected, "adaptive: {adaptive}");
+    }
 }

@@ -77,9 +77,8 @@ pub fn run(args: &InferArgs) -> Result<()> {
             batch.skipped.iter().map(|s| (s.index, json!({"file": s.path, "error": s.reason}))).collect();
         if !batch.is_empty() {
             let images = batch.images_tensor(network.device())?;
-            let logits = tch::no_grad(|| {
-                asl::model::with_cuda_autocast(network.device().is_cuda(), || network.forward(&images))
-            })?;
+            let logits =
+                tch::no_grad(|| asl::ops::with_cuda_autocast(network.device().is_cuda(), || network.forward(&images)))?;
             let probabilities =
                 Vec::<f32>::try_from(logits.to_kind(Kind::Float).sigmoid().to_device(tch::Device::Cpu).view([-1]))?;
             let k = probabilities.len() / batch.len();

@@ -3,8 +3,8 @@
 //! stopped beating: a killed rank is named, not waited for.
 
 use super::error::{DistError, Result};
-use super::ffi::{self, AslGroup, TensorHandle};
 use super::launch::Launch;
+use crate::native::{self as ffi, AslGroup};
 use std::ffi::CString;
 use std::time::Duration;
 use tch::{Device, Tensor};
@@ -101,7 +101,7 @@ impl ProcessGroup {
     /// They travel as one buffer, so they must share a dtype and a device
     /// (CPU under Gloo, CUDA under NCCL).
     pub fn allreduce_sum(&self, tensors: &[&Tensor]) -> Result<()> {
-        let handles = handles(tensors);
+        let handles = ffi::handles(tensors.iter().copied());
         // SAFETY: the handles point to live tensors for the duration of the call.
         let status = unsafe { ffi::asl_allreduce_sum(self.raw, handles.as_ptr(), handles.len()) };
         self.check("allreduce", status)
@@ -109,7 +109,7 @@ impl ProcessGroup {
 
     /// Every tensor becomes rank `root`'s, in place.
     pub fn broadcast(&self, tensors: &[&Tensor], root: usize) -> Result<()> {
-        let handles = handles(tensors);
+        let handles = ffi::handles(tensors.iter().copied());
         // SAFETY: as for `allreduce_sum`.
         let status = unsafe { ffi::asl_broadcast(self.raw, handles.as_ptr(), handles.len(), root as i32) };
         self.check("broadcast", status)
@@ -155,10 +155,6 @@ impl Drop for ProcessGroup {
         // SAFETY: `raw` came from `asl_group_new` and is freed once.
         unsafe { ffi::asl_group_free(self.raw) }
     }
-}
-
-pub(super) fn handles(tensors: &[&Tensor]) -> Vec<TensorHandle> {
-    tensors.iter().map(|t| t.as_ptr() as TensorHandle).collect()
 }
 
 /// Whether this build can create NCCL groups (its CUDA headers were present).

@@ -7,7 +7,6 @@
 //! The C++ half is `src/native/dist.cpp`, compiled by `build.rs`.
 
 mod error;
-mod ffi;
 mod group;
 mod launch;
 mod reducer;

@@ -2,8 +2,9 @@
 //! while backward still runs, so communication overlaps computation.
 
 use super::error::{DistError, Result};
-use super::ffi::{self, AslReducer};
-use super::group::{handles, ProcessGroup};
+use super::group::ProcessGroup;
+use crate::native::handles;
+use crate::native::{self as ffi, AslReducer};
 use tch::Tensor;
 
 pub struct Reducer {
@@ -16,7 +17,7 @@ impl Reducer {
     /// as libtorch would crash instead), in buckets of `bucket_mb` MiB after
     /// a first bucket of 1 MiB, as PyTorch's DDP.
     pub fn new(group: &ProcessGroup, parameters: &[&Tensor], bucket_mb: usize) -> Result<Self> {
-        let handles = handles(parameters);
+        let handles = handles(parameters.iter().copied());
         let mut raw = std::ptr::null_mut();
         let bucket_mb = i64::try_from(bucket_mb).unwrap_or(i64::MAX);
         // SAFETY: the handles point to live tensors; `raw` is written on success only.

@@ -153,26 +153,33 @@ impl AsymmetricLoss {
     /// batches), so no device sync is spent. A non-finite logit gives a
     /// non-finite loss instead of an error.
     pub fn forward_unchecked(&self, logits: &Tensor, targets: &Tensor, weights: Option<&Tensor>) -> Result<Tensor> {
-        let per_element = self.per_element(logits, targets)?;
+        let terms = self.log_likelihood(logits, targets)?;
         let weighted = match weights {
-            Some(w) => per_element.f_mul(&w.f_to_kind(per_element.kind())?)?,
-            None => per_element,
+            Some(w) => terms.f_mul(&w.f_to_kind(terms.kind())?)?,
+            None => terms,
         };
-        Ok(match self.config.reduction {
+        // The sign goes on the scalar, not on every element: one pass fewer, same value.
+        let total = match self.config.reduction {
             Reduction::Sum => weighted.f_sum(weighted.kind())?,
             Reduction::Mean => weighted.f_mean(weighted.kind())?,
-        })
+        };
+        Ok(total.f_neg()?)
     }
 
     /// Unreduced loss `[B, K]`, without input validation.
     pub fn per_element(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        Ok(self.log_likelihood(logits, targets)?.f_neg()?)
+    }
+
+    /// `y·L+ + (1-y)·L-` per element (the loss, negated), written with `lerp`
+    /// so it is one kernel.
+    fn log_likelihood(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         let kind = compute_kind(logits);
         let z = logits.f_to_kind(kind)?;
         let y = targets.f_to_kind(kind)?;
         let positive = self.positive_term(&z)?;
         let negative = self.negative_term(&z)?;
-        // -(y·L+ + (1-y)·L-), written with `lerp` so it is one fused kernel.
-        Ok(negative.f_lerp_tensor(&positive, &y)?.f_neg()?)
+        Ok(negative.f_lerp_tensor(&positive, &y)?)
     }
 
     /// `(1-p)^γ+ · log(max(p, eps))` for every element.
@@ -193,8 +200,9 @@ impl AsymmetricLoss {
         }
         // The reference's `xs_neg = min(1 - p + m, 1)`; p_m = 1 - xs_neg.
         let p = z.f_sigmoid()?;
-        let log_q = p.f_neg()?.f_add_scalar(1.0 + clip)?.f_clamp_max(1.0)?.f_clamp_min(eps)?.f_log()?;
-        self.focus(log_q, self.config.gamma_neg, || p.f_sub_scalar(clip)?.f_clamp_min(0.0))
+        let log_q = p.f_rsub_scalar(1.0 + clip)?.f_clamp(eps, 1.0)?.f_log()?;
+        // p − m, floored at 0 by `focus`'s floor.
+        self.focus(log_q, self.config.gamma_neg, || p.f_sub_scalar(clip))
     }
 
     /// Multiplies `log_term` by `base()^gamma`; skips the weight when γ = 0.
@@ -204,7 +212,30 @@ impl AsymmetricLoss {
         }
         let base = base()?;
         let base = if self.config.detach_focusing { base.f_detach()? } else { base };
-        let weight = base.f_clamp_min(FOCUS_BASE_FLOOR)?.f_pow_tensor_scalar(gamma)?;
+        let weight = power(&base.f_clamp_min(FOCUS_BASE_FLOOR)?, gamma)?;
         Ok(log_term.f_mul(&weight)?)
+    }
+}
+
+/// `base^gamma`. Whole exponents up to 8 (γ− = 4, the paper's, and the
+/// common 1 to 7) are products of squares: two multiplications for γ = 4,
+/// where libtorch's `pow` calls `std::pow` per element.
+fn power(base: &Tensor, gamma: f64) -> Result<Tensor, tch::TchError> {
+    if gamma.fract() != 0.0 || !(1.0..=8.0).contains(&gamma) {
+        return base.f_pow_tensor_scalar(gamma);
+    }
+    let (mut exponent, mut square, mut result) = (gamma as u32, base.shallow_clone(), None::<Tensor>);
+    loop {
+        if exponent & 1 == 1 {
+            result = Some(match result {
+                Some(r) => r.f_mul(&square)?,
+                None => square.shallow_clone(),
+            });
+        }
+        exponent >>= 1;
+        if exponent == 0 {
+            return Ok(result.expect("gamma >= 1 sets a bit"));
+        }
+        square = square.f_mul(&square)?;
     }
 }

@@ -14,7 +14,7 @@ pub use adaptive::{AdaptiveAsymmetry, AdaptiveAsymmetryConfig};
 pub use asymmetric::{AsymmetricLoss, AsymmetricLossConfig, Reduction};
 pub use config::{AsymmetricSection, LossConfig};
 pub use error::{LossError, Result};
-pub use objective::{batch_stats, Objective};
+pub use objective::{batch_sums, Objective};
 pub use partial::{PartialLabels, NEGATIVE, POSITIVE, UNKNOWN};
 pub use single_label::{AsymmetricLossSingleLabel, SingleLabelConfig};
 pub use stats::ProbabilityStats;

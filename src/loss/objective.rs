@@ -70,9 +70,11 @@ impl Objective {
     }
 }
 
-/// p_t+, p_t- of a batch over its known labels (targets 1 / 0 / -1 unknown).
-pub fn batch_stats(logits: &Tensor, targets: &Tensor) -> Result<ProbabilityStats> {
+/// The sums behind p_t+ and p_t- of a loader batch over its known labels
+/// (targets 1 / 0 / -1 unknown), as a `[4]` f64 tensor left on the device
+/// ([`ProbabilityStats::from_sums`] reads them).
+pub fn batch_sums(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let known = targets.f_ge(0.0)?;
     let binary = targets.f_clamp_min(0.0)?;
-    ProbabilityStats::from_batch(logits, &binary, Some(&known))
+    ProbabilityStats::sums_on_device(logits, &binary, Some(&known))
 }

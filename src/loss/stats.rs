@@ -26,6 +26,15 @@ impl ProbabilityStats {
         if let Some(known) = known {
             check_same_shape("known-label mask", known, logits)?;
         }
+        let sums = Self::sums_on_device(logits, targets, known)?;
+        Ok(Self::from_sums(&Vec::<f64>::try_from(sums.f_to_device(tch::Device::Cpu)?)?))
+    }
+
+    /// The four sums of a batch as a `[4]` f64 tensor on the logits' device
+    /// (positive p, positives, negative 1 − p, negatives), without checks
+    /// and without reading anything back: for training, whose inputs the
+    /// loader wrote and which reads the sums only when it reports.
+    pub fn sums_on_device(logits: &Tensor, targets: &Tensor, known: Option<&Tensor>) -> Result<Tensor> {
         tch::no_grad(|| {
             let p = logits.f_to_kind(Kind::Double)?.f_sigmoid()?;
             let y = targets.f_to_kind(Kind::Double)?;
@@ -35,7 +44,7 @@ impl ProbabilityStats {
             };
             let positive = y.f_mul(&known)?;
             let negative = y.f_neg()?.f_add_scalar(1.0)?.f_mul(&known)?;
-            let sums = Tensor::f_stack(
+            Ok(Tensor::f_stack(
                 &[
                     p.f_mul(&positive)?.f_sum(Kind::Double)?,
                     positive.f_sum(Kind::Double)?,
@@ -43,9 +52,7 @@ impl ProbabilityStats {
                     negative.f_sum(Kind::Double)?,
                 ],
                 0,
-            )?;
-            let sums = Vec::<f64>::try_from(sums.f_to_device(tch::Device::Cpu)?)?;
-            Ok(Self::from_sums(&sums))
+            )?)
         })
     }
 

@@ -39,8 +39,11 @@ impl ModelEma {
     }
 
     /// `ema = decay · ema + (1 - decay) · model` for every floating-point
-    /// tensor; integer state (BatchNorm's batch counter) is copied.
-    pub fn update(&mut self, model: &Network) -> Result<()> {
+    /// tensor, in one multi-tensor pass; integer state (BatchNorm's batch
+    /// counter) is copied. With `skipped` (a device flag, 1 when the grad
+    /// scaler skipped the step) the average stays put, with nothing read
+    /// back to the host.
+    pub fn update(&mut self, model: &Network, skipped: Option<&tch::Tensor>) -> Result<()> {
         let source = model.named_tensors()?;
         if source.len() != self.state.len() {
             return Err(tch::TchError::Shape(format!(
@@ -51,11 +54,21 @@ impl ModelEma {
             .into());
         }
         tch::no_grad(|| -> Result<()> {
+            let (mut averaged, mut followed) = (Vec::new(), Vec::new());
             for ((_, ema), (_, current)) in self.state.iter_mut().zip(&source) {
                 if ema.is_floating_point() {
-                    let _ = ema.f_lerp_(current, 1.0 - self.decay)?;
+                    averaged.push((ema.shallow_clone(), current.shallow_clone()));
                 } else {
                     ema.f_copy_(current)?;
+                }
+            }
+            followed.extend(averaged.iter().map(|(_, current)| current.shallow_clone()));
+            let emas: Vec<tch::Tensor> = averaged.into_iter().map(|(ema, _)| ema).collect();
+            match skipped {
+                None => crate::ops::foreach_lerp(&emas, &followed, 1.0 - self.decay)?,
+                Some(flag) => {
+                    let weight = flag.f_neg()?.f_add_scalar(1.0)?.f_mul_scalar(1.0 - self.decay)?;
+                    crate::ops::foreach_lerp_tensor(&emas, &followed, &weight)?
                 }
             }
             Ok(())

@@ -1,6 +1,5 @@
 //! TorchScript networks trained from Rust, and their EMA copy.
 
-mod autocast;
 mod card;
 mod config;
 mod device;
@@ -9,7 +8,6 @@ mod error;
 mod export;
 mod network;
 
-pub use autocast::with_cuda_autocast;
 pub use card::{card_path, ModelCard};
 pub use config::ModelConfig;
 pub use device::resolve_device;

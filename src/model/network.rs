@@ -109,6 +109,20 @@ impl Network {
             .collect())
     }
 
+    /// Stores every 4-D tensor (convolution kernels) channels-last, the
+    /// layout cuDNN's fastest convolutions want (inputs arrive so already).
+    /// Values are unchanged, and a saved module loads as before.
+    pub fn to_channels_last(&mut self) -> Result<()> {
+        tch::no_grad(|| -> Result<()> {
+            for (_, mut tensor) in self.named_tensors()? {
+                if tensor.dim() == 4 && !crate::ops::is_channels_last(&tensor) {
+                    tensor.set_data(&crate::ops::channels_last(&tensor)?);
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// Stops training every parameter whose name starts with one of
     /// `prefixes`. Returns how many were frozen.
     pub fn freeze(&mut self, prefixes: &[String]) -> Result<usize> {

@@ -27,12 +27,21 @@
 #include <vector>
 
 namespace {
-
 thread_local std::string last_error;
+}  // namespace
+
+namespace asl_detail {
+void set_last_error(const std::string& message) { last_error = message; }
+}  // namespace asl_detail
+
+namespace {
 
 #define ASL_GUARD(...)                                   \
   try {                                                  \
     __VA_ARGS__                                          \
+  } catch (const c10::Error& e) {                        \
+    last_error = e.what_without_backtrace();             \
+    return -1;                                           \
   } catch (const std::exception& e) {                    \
     last_error = e.what();                               \
     return -1;                                           \

@@ -1,6 +1,8 @@
 //! Dynamic loss scaling for fp16 training, built on libtorch's own amp ops
-//! (`_amp_foreach_non_finite_check_and_unscale_`, `_amp_update_scale_`),
-//! since tch has no GradScaler. Same defaults as `torch.cuda.amp.GradScaler`.
+//! (`_amp_foreach_non_finite_check_and_unscale_` through the native layer,
+//! `_amp_update_scale_`), since tch has no GradScaler. Same defaults as
+//! `torch.cuda.amp.GradScaler`. The overflow flag stays on the device: the
+//! fused optimizer step reads it there.
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -36,6 +38,10 @@ impl From<SavedScaler> for GradScalerState {
 
 pub struct GradScaler {
     scale: Tensor,
+    /// 1/scale, kept beside it for the multi-tensor unscale.
+    inverse: Tensor,
+    /// 1, for checking gradients without unscaling them.
+    one: Tensor,
     growth_tracker: Tensor,
     found_inf: Tensor,
     growth_factor: f64,
@@ -47,6 +53,8 @@ impl GradScaler {
     pub fn new(device: Device) -> Result<Self, tch::TchError> {
         Ok(Self {
             scale: Tensor::f_full([1], 65536.0, (Kind::Float, device))?,
+            inverse: Tensor::f_full([1], 1.0 / 65536.0, (Kind::Float, device))?,
+            one: Tensor::f_ones([1], (Kind::Float, device))?,
             growth_tracker: Tensor::f_zeros([1], (Kind::Int, device))?,
             found_inf: Tensor::f_zeros([1], (Kind::Float, device))?,
             growth_factor: 2.0,
@@ -55,8 +63,19 @@ impl GradScaler {
         })
     }
 
+    /// The scale, read from the device (for logs).
     pub fn scale_value(&self) -> f64 {
         self.scale.double_value(&[0])
+    }
+
+    /// The scale the gradients carry, on the device.
+    pub fn scale_tensor(&self) -> &Tensor {
+        &self.scale
+    }
+
+    /// 1 when the last check found an inf or NaN, else 0, on the device.
+    pub fn found_inf(&self) -> &Tensor {
+        &self.found_inf
     }
 
     /// `loss × scale`, to be back-propagated instead of `loss`.
@@ -64,15 +83,20 @@ impl GradScaler {
         loss.f_mul(&self.scale.f_to_kind(loss.kind())?)
     }
 
-    /// Divides the gradients by the scale in place and reports whether any
-    /// is inf or NaN (the step must then be skipped).
-    pub fn unscale(&mut self, gradients: &mut [Tensor]) -> Result<bool, tch::TchError> {
+    /// Divides the gradients by the scale in place and records in
+    /// [`found_inf`](Self::found_inf) whether any is inf or NaN (the step must
+    /// then be skipped). One multi-tensor pass; nothing is read back.
+    pub fn unscale(&mut self, gradients: &[Tensor]) -> Result<(), tch::TchError> {
         let _ = self.found_inf.f_zero_()?;
-        let inv_scale = self.scale.f_reciprocal()?;
-        for grad in gradients.iter_mut() {
-            grad.f_internal_amp_non_finite_check_and_unscale(&mut self.found_inf, &inv_scale)?;
-        }
-        Ok(self.found_inf.f_double_value(&[0])? > 0.0)
+        self.inverse.f_copy_(&self.scale.f_reciprocal()?)?;
+        crate::ops::amp_unscale(gradients, &self.found_inf, &self.inverse)
+    }
+
+    /// Records whether any gradient is inf or NaN, leaving them scaled (the
+    /// fused optimizer divides by the scale itself).
+    pub fn check(&mut self, gradients: &[Tensor]) -> Result<(), tch::TchError> {
+        let _ = self.found_inf.f_zero_()?;
+        crate::ops::amp_unscale(gradients, &self.found_inf, &self.one)
     }
 
     /// Halves the scale after an overflow; doubles it after
@@ -107,13 +131,17 @@ mod tests {
     #[test]
     fn unscales_detects_overflow_and_backs_off() {
         let mut scaler = GradScaler::new(Device::Cpu).unwrap();
-        let mut grads = [Tensor::from_slice(&[65536.0f32, 131072.0])];
-        assert!(!scaler.unscale(&mut grads).unwrap());
+        let grads = [Tensor::from_slice(&[65536.0f32, 131072.0])];
+        scaler.check(&grads).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&grads[0]).unwrap(), vec![65536.0, 131072.0], "check leaves them scaled");
+        scaler.unscale(&grads).unwrap();
         assert_eq!(Vec::<f32>::try_from(&grads[0]).unwrap(), vec![1.0, 2.0]);
+        assert_eq!(scaler.found_inf().double_value(&[0]), 0.0);
         scaler.update().unwrap();
         assert_eq!(scaler.scale_value(), 65536.0);
-        let mut bad = [Tensor::from_slice(&[f32::INFINITY, 1.0])];
-        assert!(scaler.unscale(&mut bad).unwrap());
+        let bad = [Tensor::from_slice(&[f32::INFINITY, 1.0])];
+        scaler.check(&bad).unwrap();
+        assert_eq!(scaler.found_inf().double_value(&[0]), 1.0);
         scaler.update().unwrap();
         assert_eq!(scaler.scale_value(), 32768.0);
     }

@@ -5,12 +5,12 @@
 //! the next forward, and also keeps the EMA, validation and checkpoints on
 //! identical statistics; during the pass autograd holds them),
 //! gradients summed by libtorch's Reducer during the backward pass of a
-//! group's last micro-batch only, and a small all-reduce per optimizer step
-//! so that the loss, Δp (and so γ−) and a stop request agree on every rank.
+//! group's last micro-batch only. The loss and Δp sums, and a stop request,
+//! are summed over the ranks when they are read (`figures.rs`), so that they
+//! and γ− agree on every rank.
 
 use super::error::{Result, TrainError};
 use crate::distributed::{Backend, ProcessGroup, Reducer};
-use crate::loss::ProbabilityStats;
 use crate::model::Network;
 use tch::{Device, Kind, Tensor};
 
@@ -21,18 +21,6 @@ pub(super) struct DataParallel {
     buffers: Vec<Tensor>,
     /// Where the per-step figures travel: the CPU under Gloo, the GPU under NCCL.
     device: Device,
-}
-
-/// What each rank adds to a step's all-reduce.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(super) struct StepFigures {
-    /// The group's last batch's Δp sums.
-    pub stats: ProbabilityStats,
-    /// Sum and count of the group's finite batch losses.
-    pub loss_sum: f64,
-    pub loss_count: f64,
-    /// Whether a stop (Ctrl-C) was requested on this rank.
-    pub stop: bool,
 }
 
 impl DataParallel {
@@ -80,16 +68,9 @@ impl DataParallel {
         self.group.failure("the gradient all-reduce in backward", error.to_string()).into()
     }
 
-    /// Sums every rank's figures.
-    pub fn reduce(&self, local: StepFigures) -> Result<StepFigures> {
-        let others = [local.loss_sum, local.loss_count, f64::from(u8::from(local.stop))];
-        let sums = self.sum(&[&local.stats.to_sums()[..], &others].concat())?;
-        Ok(StepFigures {
-            stats: ProbabilityStats::from_sums(&sums),
-            loss_sum: sums[4],
-            loss_count: sums[5],
-            stop: sums[6] > 0.0,
-        })
+    /// Whether any rank says yes (a stop request, seen the same on every rank).
+    pub fn any(&self, local: bool) -> Result<bool> {
+        Ok(self.sum(&[f64::from(u8::from(local))])?[0] > 0.0)
     }
 
     /// Each value summed over the ranks.

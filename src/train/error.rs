@@ -19,7 +19,7 @@ pub enum TrainError {
     #[error(transparent)]
     Torch(#[from] tch::TchError),
     #[error(
-        "the loss became {value} at epoch {epoch}, batch {batch} (optimizer step {step}); training stopped. {kept}"
+        "the loss became {value} by epoch {epoch}, batch {batch} (optimizer step {step}); training stopped. {kept}"
     )]
     NonFiniteLoss { value: String, epoch: usize, batch: usize, step: usize, kept: String },
     #[error("training diverged: the grad scaler skipped {skipped} optimizer steps in a row for non-finite gradients, up to epoch {epoch}, batch {batch} (optimizer step {step}); training stopped (train.max_skipped_steps). {kept}")]

@@ -2,16 +2,19 @@
 //! trains) and AdamW (decoupled decay), over tensors we own so that the
 //! moments can be checkpointed: tch's optimizers cannot save their state.
 //!
-//! The update is PyTorch's `torch.optim.Adam` step, term for term, with
-//! the same bias corrections, so a run resumed from saved moments
-//! continues exactly.
+//! Each step is libtorch's fused kernel (`torch.optim.Adam(fused=True)`):
+//! two launches, one per weight-decay group, for the whole network, where a
+//! per-tensor update costs a dozen small operations per parameter. Under
+//! AMP the kernel unscales the gradients itself and leaves everything as it
+//! was when the grad scaler found an overflow, without the host looking.
 
 use crate::config::{in_unit, key_error, Validate};
 use crate::model::{NamedParameter, ParamGroup};
+use crate::ops::{fused_adam, AdamStep, AdamTensors};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -64,12 +67,13 @@ struct Slot {
     param: NamedParameter,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
+    /// This parameter's step count, a 0-dim float tensor on its device, as the fused kernel wants it.
+    step: Tensor,
 }
 
 pub struct Adam {
     config: OptimizerConfig,
     slots: Vec<Slot>,
-    step: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,16 +84,26 @@ pub enum OptimizerError {
     Torch(#[from] tch::TchError),
 }
 
+/// What the grad scaler hands the step under AMP.
+pub struct ScaledStep<'a> {
+    /// The scale the gradients still carry, divided out inside the kernel;
+    /// `None` when they were unscaled already (for clipping).
+    pub grad_scale: Option<&'a Tensor>,
+    /// Non-zero when the gradients hold an inf or NaN: the step changes nothing.
+    pub found_inf: &'a Tensor,
+}
+
 impl Adam {
     pub fn new(params: Vec<NamedParameter>, config: OptimizerConfig) -> Result<Self, OptimizerError> {
         let slots = params
             .into_iter()
             .map(|param| {
                 let zeros = tch::no_grad(|| param.tensor.f_zeros_like())?;
-                Ok(Slot { exp_avg: zeros.f_zeros_like()?, exp_avg_sq: zeros, param })
+                let step = Tensor::f_zeros([], (Kind::Float, param.tensor.device()))?;
+                Ok(Slot { exp_avg: zeros.f_zeros_like()?, exp_avg_sq: zeros, step, param })
             })
             .collect::<Result<_, OptimizerError>>()?;
-        Ok(Self { config, slots, step: 0 })
+        Ok(Self { config, slots })
     }
 
     pub fn config(&self) -> &OptimizerConfig {
@@ -112,59 +126,64 @@ impl Adam {
         self.slots.iter().map(|s| s.param.tensor.grad()).filter(Tensor::defined).collect()
     }
 
-    /// One update. Parameters without a gradient (frozen, unused) are skipped.
-    pub fn step(&mut self, hyper: StepHyper) -> Result<(), OptimizerError> {
+    /// One update; `scaled` under AMP. Parameters without a gradient (frozen,
+    /// unused) are left out. Gradient clipping, when configured, expects
+    /// unscaled gradients, and reads nothing back to the host.
+    pub fn step(&mut self, hyper: StepHyper, scaled: Option<ScaledStep>) -> Result<(), OptimizerError> {
         if let Some(max_norm) = self.config.grad_clip_norm {
             clip_grad_norm(&self.gradients(), max_norm)?;
         }
-        self.step += 1;
         let OptimizerConfig { kind, weight_decay, beta2, eps, .. } = self.config;
-        // Beyond i32::MAX steps both powers are 0 anyway.
-        let exponent = i32::try_from(self.step).unwrap_or(i32::MAX);
-        let bias_correction1 = 1.0 - hyper.beta1.powi(exponent);
-        let bias_correction2_sqrt = (1.0 - beta2.powi(exponent)).sqrt();
-        let step_size = hyper.lr / bias_correction1;
-        tch::no_grad(|| -> Result<(), OptimizerError> {
-            for slot in &mut self.slots {
-                let grad = slot.param.tensor.grad();
-                if !grad.defined() {
-                    continue;
-                }
-                let decay = if slot.param.group == ParamGroup::Decay { weight_decay } else { 0.0 };
-                let param = &mut slot.param.tensor;
-                let grad = match kind {
-                    OptimizerKind::Adam if decay != 0.0 => grad.f_add(&param.f_mul_scalar(decay)?)?,
-                    OptimizerKind::AdamW if decay != 0.0 => {
-                        let _ = param.f_mul_scalar_(1.0 - hyper.lr * decay)?;
-                        grad
-                    }
-                    _ => grad,
-                };
-                let _ = slot.exp_avg.f_lerp_(&grad, 1.0 - hyper.beta1)?;
-                let _ = slot.exp_avg_sq.f_mul_scalar_(beta2)?.f_addcmul_(&grad, &grad.f_mul_scalar(1.0 - beta2)?)?;
-                let denom = slot.exp_avg_sq.f_sqrt()?.f_div_scalar(bias_correction2_sqrt)?.f_add_scalar(eps)?;
-                let _ = param.f_addcdiv_(&slot.exp_avg.f_mul_scalar(-step_size)?, &denom)?;
-            }
-            Ok(())
-        })
+        for (group, decay) in [(ParamGroup::Decay, weight_decay), (ParamGroup::NoDecay, 0.0)] {
+            let slots: Vec<&Slot> =
+                self.slots.iter().filter(|s| s.param.group == group && s.param.tensor.grad().defined()).collect();
+            let list = |pick: fn(&Slot) -> Tensor| slots.iter().map(|&s| pick(s)).collect::<Vec<_>>();
+            let (params, grads) = (list(|s| s.param.tensor.shallow_clone()), list(|s| s.param.tensor.grad()));
+            let (exp_avgs, exp_avg_sqs) = (list(|s| s.exp_avg.shallow_clone()), list(|s| s.exp_avg_sq.shallow_clone()));
+            let steps = list(|s| s.step.shallow_clone());
+            let tensors = AdamTensors {
+                params: &params,
+                grads: &grads,
+                exp_avgs: &exp_avgs,
+                exp_avg_sqs: &exp_avg_sqs,
+                steps: &steps,
+            };
+            let step = AdamStep {
+                lr: hyper.lr,
+                beta1: hyper.beta1,
+                beta2,
+                weight_decay: decay,
+                eps,
+                decoupled: kind == OptimizerKind::AdamW,
+            };
+            let (grad_scale, found_inf) = scaled.as_ref().map_or((None, None), |s| (s.grad_scale, Some(s.found_inf)));
+            tch::no_grad(|| fused_adam(&tensors, step, grad_scale, found_inf))?;
+        }
+        Ok(())
     }
 
-    /// Writes the moments (one tensor file) and the step count (`<path>.json`).
+    /// Steps taken (read from the device: for checkpoints, not the step path).
+    pub fn steps_taken(&self) -> Result<u64, OptimizerError> {
+        match self.slots.first() {
+            Some(slot) => Ok(slot.step.f_double_value(&[])?.round() as u64),
+            None => Ok(0),
+        }
+    }
+
+    /// Writes the moments and the step count (one tensor file).
     pub fn save(&self, path: &Path) -> Result<(), OptimizerError> {
-        let named: Vec<(String, &Tensor)> = self
+        let mut named: Vec<(String, Tensor)> = self
             .slots
             .iter()
             .flat_map(|s| {
                 [
-                    (format!("exp_avg/{}", s.param.name), &s.exp_avg),
-                    (format!("exp_avg_sq/{}", s.param.name), &s.exp_avg_sq),
+                    (format!("exp_avg/{}", s.param.name), s.exp_avg.shallow_clone()),
+                    (format!("exp_avg_sq/{}", s.param.name), s.exp_avg_sq.shallow_clone()),
                 ]
             })
             .collect();
-        let step = Tensor::from_slice(&[self.step as i64]);
-        let mut all: Vec<(String, &Tensor)> = named;
-        all.push(("step".to_string(), &step));
-        Ok(Tensor::save_multi(&all, path)?)
+        named.push(("step".to_string(), Tensor::from_slice(&[self.steps_taken()? as i64])));
+        Ok(Tensor::save_multi(&named, path)?)
     }
 
     /// Restores what [`save`](Self::save) wrote, onto the parameters' device.
@@ -173,6 +192,10 @@ impl Adam {
         let mut saved: std::collections::HashMap<String, Tensor> =
             Tensor::load_multi_with_device(path, device)?.into_iter().collect();
         let step = saved.remove("step").ok_or_else(|| mismatch("no `step` entry".into()))?;
+        let step = step.f_int64_value(&[0])?;
+        if step < 0 {
+            return Err(mismatch(format!("the step count is {step}")));
+        }
         tch::no_grad(|| -> Result<(), OptimizerError> {
             for slot in &mut self.slots {
                 for (prefix, target) in [("exp_avg", &mut slot.exp_avg), ("exp_avg_sq", &mut slot.exp_avg_sq)] {
@@ -187,31 +210,26 @@ impl Adam {
                     }
                     target.f_copy_(&value)?;
                 }
+                let _ = slot.step.f_fill_(step as f64)?;
             }
             Ok(())
         })?;
         if let Some(extra) = saved.keys().next() {
             return Err(mismatch(format!("state for `{extra}`, which the model does not have")));
         }
-        let step = step.f_int64_value(&[0])?;
-        self.step = u64::try_from(step).map_err(|_| mismatch(format!("the step count is {step}")))?;
         Ok(())
     }
 }
 
 /// Scales `gradients` so their global L2 norm is at most `max_norm`
-/// (`torch.nn.utils.clip_grad_norm_`). Returns the norm before clipping.
-pub fn clip_grad_norm(gradients: &[Tensor], max_norm: f64) -> Result<f64, OptimizerError> {
+/// (`torch.nn.utils.clip_grad_norm_`), on the device: the factor
+/// `min(1, max_norm / (norm + 1e-6))` is never read back to the host.
+pub fn clip_grad_norm(gradients: &[Tensor], max_norm: f64) -> Result<(), OptimizerError> {
     if gradients.is_empty() {
-        return Ok(0.0);
+        return Ok(());
     }
-    let norms: Vec<Tensor> = gradients.iter().map(|g| g.f_norm()).collect::<Result<_, _>>()?;
-    let total = Tensor::f_stack(&norms, 0)?.f_norm()?.f_double_value(&[])?;
-    let factor = max_norm / (total + 1e-6);
-    if factor < 1.0 {
-        for g in gradients {
-            let _ = g.shallow_clone().f_mul_scalar_(factor)?;
-        }
-    }
-    Ok(total)
+    let norm = crate::ops::total_norm(gradients)?;
+    let factor = norm.f_add_scalar(1e-6)?.f_reciprocal()?.f_mul_scalar(max_norm)?.f_clamp_max(1.0)?;
+    tch::no_grad(|| crate::ops::foreach_mul(gradients, &factor.f_to_device(gradients[0].device())?))?;
+    Ok(())
 }

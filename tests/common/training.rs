@@ -49,6 +49,22 @@ impl Fixture {
         command
     }
 
+    /// Overrides of configs/demo.yaml for a 2-epoch library run on the
+    /// fixture, followed by `extra`.
+    pub fn library_sets(&self, extra: &[&str]) -> Vec<String> {
+        let mut sets = vec![
+            format!("model.path={}", self.model.display()),
+            format!("data.path={}", self.dir.path().join("data").display()),
+            "data.image_size=32".into(),
+            "data.batch_size=16".into(),
+            "device=cpu".into(),
+            "train.epochs=2".into(),
+            "schedule.scheduled_epochs=2".into(),
+        ];
+        sets.extend(extra.iter().map(|s| s.to_string()));
+        sets
+    }
+
     pub fn run(&self, name: &str, extra: &[&str]) -> Output {
         self.command(name, extra).output().unwrap()
     }

@@ -1,36 +1,14 @@
-//! fp16 autocast for CUDA forward passes.
-//!
-//! `tch::autocast` drives libtorch through its device-less autocast calls,
-//! which libtorch 2.11 deprecates with three warnings on stderr per call:
-//! 180 lines in a two-epoch run on a GPU. This calls the per-device
-//! functions instead. tch binds no C++ entry point for them, so they are
-//! linked by their Itanium C++ ABI names from libtorch_cpu, which exports
-//! them with plain C calling conventions (an `int8_t` device type and a
-//! `bool`); none of them throws.
+//! fp16 autocast for CUDA forward passes, through libtorch's per-device
+//! functions (`tch::autocast` calls the device-less ones, which libtorch
+//! 2.11 deprecates with three warnings per call).
 
-/// `c10::DeviceType::CUDA`.
-const CUDA: i8 = 1;
-
-mod ffi {
-    #[link(name = "torch_cpu")]
-    extern "C" {
-        #[link_name = "_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE"]
-        pub fn is_autocast_enabled(device_type: i8) -> bool;
-        #[link_name = "_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb"]
-        pub fn set_autocast_enabled(device_type: i8, enabled: bool);
-        #[link_name = "_ZN2at8autocast17increment_nestingEv"]
-        pub fn increment_nesting() -> i64;
-        #[link_name = "_ZN2at8autocast17decrement_nestingEv"]
-        pub fn decrement_nesting() -> i64;
-        #[link_name = "_ZN2at8autocast11clear_cacheEv"]
-        pub fn clear_cache();
-    }
-}
+use crate::native as ffi;
 
 /// Whether CUDA autocast is on for this thread.
+#[cfg(test)]
 fn cuda_autocast_enabled() -> bool {
     // SAFETY: reads a thread-local flag.
-    unsafe { ffi::is_autocast_enabled(CUDA) }
+    unsafe { ffi::asl_autocast_enabled() != 0 }
 }
 
 /// Runs `f` with fp16 autocast on CUDA ops when `enabled`, restoring the
@@ -44,31 +22,23 @@ pub fn with_cuda_autocast<T>(enabled: bool, f: impl FnOnce() -> T) -> T {
 }
 
 struct AutocastScope {
-    previous: bool,
+    previous: i32,
 }
 
 impl AutocastScope {
     fn enter() -> Self {
-        let previous = cuda_autocast_enabled();
-        // SAFETY: thread-local autocast state, restored in `drop`.
-        unsafe {
-            ffi::set_autocast_enabled(CUDA, true);
-            ffi::increment_nesting();
-        }
+        let mut previous = 0;
+        // SAFETY: thread-local autocast state, restored in `drop`. The calls cannot
+        // fail (they set flags); a failure would leave autocast off, never abort.
+        unsafe { ffi::asl_autocast_enter(&mut previous) };
         Self { previous }
     }
 }
 
 impl Drop for AutocastScope {
     fn drop(&mut self) {
-        // SAFETY: undoes `enter`. The weight casts cached for the scope are
-        // dropped when the outermost scope ends, as torch.autocast does.
-        unsafe {
-            if ffi::decrement_nesting() == 0 {
-                ffi::clear_cache();
-            }
-            ffi::set_autocast_enabled(CUDA, self.previous);
-        }
+        // SAFETY: undoes `enter`.
+        unsafe { ffi::asl_autocast_exit(self.previous) };
     }
 }
 
