@@ -3,8 +3,9 @@
 # (see ../shared/device/GPU.md; `make gpu-stage` prepares .device/ here):
 #   1. `asl train` of tresnet_l at 448 with AMP on coco-mini (train split
 #      repeated TIMES times), EPOCHS epochs, the last one timed;
-#   2. bench/train_gpu_baseline.py: the same in PyTorch/timm, same batch,
-#      same weights, workers = our threads;
+#   2. bench/train_gpu_baseline.py --best: the same in PyTorch/timm at its
+#      own best (channels_last, fused Adam, TF32, cudnn.benchmark), same
+#      batch, same weights, workers = our threads;
 #   3. the loss bench at [128, 80] and [64, 9605] on CUDA, ours and timm's;
 #   4. bench/gpu_report.py: one table of figures and ratios.
 # GPU memory is sampled with nvidia-smi around each training run.
@@ -46,7 +47,7 @@ stop_sampling
 
 echo "== PyTorch baseline"
 sample_memory baseline
-$PY bench/train_gpu_baseline.py --model "$WORK/model.pt" --timm "$MODEL" --data "$WORK/coco" --size "$SIZE" \
+$PY bench/train_gpu_baseline.py --best --model "$WORK/model.pt" --timm "$MODEL" --data "$WORK/coco" --size "$SIZE" \
   --batch "$BATCH" --workers "$THREADS" --epochs "$EPOCHS" --device "$DEVICE" \
   --out "$WORK/baseline_train.json" 2>&1 | tee "$OUT/baseline_train.log"
 stop_sampling
