@@ -56,6 +56,7 @@ bench: venv
 	$(PYTHON) bench/train_step_baseline.py --model target/bench/tresnet_m_224.pt --out target/bench/train_step_baseline.json
 	cargo build --release
 	$(PYTHON) bench/infer_baseline.py --model target/bench/tresnet_m_224.pt
+	$(PYTHON) bench/ml_decoder_head.py --out target/bench/ml_decoder_head.json
 	$(PYTHON) bench/report.py
 
 train: build

@@ -8,7 +8,7 @@
 
 use asl::data::sources::{CocoOptions, CocoSplit};
 use asl::data::transform::{apply_op, decode_rgb_into, resize_into, AugmentConfig, DecodeBuffers, Resizer, OPS};
-use asl::data::{sample_rng, Loader, LoaderConfig, Stream};
+use asl::data::{sample_rng, Loader, LoaderConfig, Normalization, Stream};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,7 +38,7 @@ fn main() {
         for epoch in 0..EPOCHS {
             for batch in loader.epoch(epoch, 0) {
                 let batch = batch.unwrap();
-                let _tensor = batch.images_tensor(Device::Cpu).unwrap();
+                let _tensor = batch.images_tensor(Device::Cpu, &Normalization::none()).unwrap();
                 images += batch.len();
             }
         }

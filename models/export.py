@@ -1,18 +1,25 @@
 """Export a timm classifier to TorchScript for asl to train from Rust.
 
     python models/export.py --model tresnet_m --num-classes 80 --img-size 224 \
-        --out models/tresnet_m.pt [--weights FILE] [--class-names names.txt]
+        --out models/tresnet_m.pt [--weights FILE] [--class-names names.txt] \
+        [--head ml-decoder [--decoder-embedding 768] [--num-groups 100]]
 
 Writes OUT (a torch.jit.script module with `forward(x) -> logits` and
 `forward_features(x) -> feature map`) and OUT with the suffix `.json`, the
 model card asl reads: model name, input size, feature count, class count,
-the classifier's parameter names and, when known, the class names.
+the head's parameter names and layout, the input mean and std of timm's
+pretrained config and, when known, the class names.
 
-Weights: a timm state dict (.pth/.pt or .safetensors), or the ASL model-zoo
+Heads: `linear` is timm's own (global average pooling and a linear layer);
+`ml-decoder` replaces both with ML-Decoder (models/ml_decoder.py).
+
+Weights: a timm state dict (.pth/.pt or .safetensors), the ASL model-zoo
 format {'model': state_dict, 'num_classes', 'idx_to_class'} whose InPlace-ABN
-keys are remapped to timm's BatchNorm layout. The classifier is left out when
-its class count differs from --num-classes. Nothing is downloaded: without
---weights the network is randomly initialised, with a warning.
+keys are remapped to timm's BatchNorm layout, or an official ML-Decoder
+checkpoint, whose head keys are renamed to ours. Head tensors whose shape
+differs (another class count) are left at their initialisation. Nothing is
+downloaded: without --weights the network is randomly initialised, with a
+warning.
 """
 
 import argparse
@@ -24,6 +31,8 @@ import warnings
 
 import timm
 import torch
+
+import ml_decoder
 
 
 def load_state_dict(path):
@@ -54,24 +63,40 @@ def remap_for_timm(model_name, state_dict, model):
     return state_dict
 
 
-def apply_weights(model, model_name, path, num_classes):
+def apply_weights(model, model_name, path):
+    """Loads `path` into `model` (a timm model, or a backbone WithHead);
+    returns the checkpoint's class names when its whole head was loaded."""
     state_dict, class_names = load_state_dict(path)
-    state_dict = remap_for_timm(model_name, state_dict, model)
-    classifier = model.default_cfg.get("classifier", "fc")
+    head_state = {}
+    if ml_decoder.is_official(state_dict):
+        try:
+            state_dict, head_state = ml_decoder.remap_official(state_dict)
+        except KeyError as e:
+            sys.exit(f"error: {path}: {e.args[0]}")
+    with_head = isinstance(model, ml_decoder.WithHead)
+    backbone = model.backbone if with_head else model
+    state_dict = remap_for_timm(model_name, state_dict, backbone)
+    head_prefix = backbone.default_cfg.get("classifier", "fc") + "."
+    if with_head:
+        if any(k.startswith(head_prefix) for k in state_dict):
+            print(f"{path}: its linear classifier does not fit the ML-Decoder head: left out", file=sys.stderr)
+        state_dict = {"backbone." + k: v for k, v in state_dict.items() if not k.startswith(head_prefix)}
+        state_dict.update({"head." + k: v for k, v in head_state.items()})
+        head_prefix = "head."
+    elif head_state:
+        sys.exit(f"error: {path} holds an ML-Decoder head; export it with --head ml-decoder")
     own = model.state_dict()
-    for key in [k for k in state_dict if k.startswith(classifier + ".")]:
+    for key in [k for k in state_dict if k.startswith(head_prefix)]:
         if key in own and state_dict[key].shape != own[key].shape:
-            print(f"classifier {key} has shape {tuple(state_dict[key].shape)}, "
+            print(f"head {key} has shape {tuple(state_dict[key].shape)}, "
                   f"not {tuple(own[key].shape)}: left at its initialisation", file=sys.stderr)
             del state_dict[key]
-            class_names = None
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    missing = [k for k in missing if not k.startswith(classifier + ".")]
+    head_missing = [k for k in missing if k.startswith(head_prefix)]
+    missing = [k for k in missing if not k.startswith(head_prefix)]
     if missing or unexpected:
         sys.exit(f"error: {path} does not fit {model_name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    if class_names is not None and len(class_names) != num_classes:
-        class_names = None
-    return class_names
+    return None if head_missing else class_names
 
 
 def buffers_to_parameters(model):
@@ -94,6 +119,23 @@ def buffers_to_parameters(model):
     return moved
 
 
+def build(args):
+    """The timm model, or its backbone (classifier removed) WithHead ML-Decoder."""
+    if args.head == "linear":
+        return timm.create_model(args.model, pretrained=False, num_classes=args.num_classes)
+    backbone = timm.create_model(args.model, pretrained=False, num_classes=0)
+    head = ml_decoder.MLDecoderHead(backbone.num_features, args.num_classes, args.num_groups, args.decoder_embedding)
+    return ml_decoder.WithHead(backbone, head)
+
+
+def head_layout(args, head_names):
+    """What asl needs to give the head a new class count."""
+    if args.head == "linear":
+        return {"kind": "linear", "weight": head_names[0], "bias": head_names[1] if len(head_names) > 1 else None}
+    return {"kind": "ml-decoder", "queries": "head.queries", "group_weight": "head.group_weight",
+            "group_bias": "head.group_bias", "max_groups": args.num_groups}
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="timm model name, e.g. tresnet_m, tresnet_l, test_resnet")
@@ -102,6 +144,11 @@ def parse_args():
     parser.add_argument("--weights", help="local timm or ASL model-zoo checkpoint")
     parser.add_argument("--class-names", help="text file with one class name per line")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
+    parser.add_argument("--head", choices=["linear", "ml-decoder"], default="linear",
+                        help="timm's pooling and linear classifier, or ML-Decoder")
+    parser.add_argument("--decoder-embedding", type=int, default=768, help="ML-Decoder's embedding size D")
+    parser.add_argument("--num-groups", type=int, default=100,
+                        help="ML-Decoder's query count K (at most the class count)")
     parser.add_argument("--out", required=True, help="output TorchScript file (.pt)")
     return parser.parse_args()
 
@@ -110,11 +157,17 @@ def main():
     args = parse_args()
     if args.model.startswith("tresnet") and args.img_size % 32:
         sys.exit(f"error: --img-size {args.img_size}: TResNet needs a multiple of 32")
+    if args.decoder_embedding < 1 or args.num_groups < 1 or args.decoder_embedding % ml_decoder.HEADS:
+        sys.exit(f"error: --decoder-embedding must be a positive multiple of {ml_decoder.HEADS} "
+                 f"and --num-groups positive, got {args.decoder_embedding} and {args.num_groups}")
     torch.manual_seed(args.seed)
-    model = timm.create_model(args.model, pretrained=False, num_classes=args.num_classes)
+    model = build(args)
+    backbone = model.backbone if args.head == "ml-decoder" else model
     class_names = None
     if args.weights:
-        class_names = apply_weights(model, args.model, args.weights, args.num_classes)
+        class_names = apply_weights(model, args.model, args.weights)
+        if class_names is not None and len(class_names) != args.num_classes:
+            class_names = None
     else:
         warnings.warn(f"no --weights given: {args.model} is randomly initialised (seed {args.seed})")
     if args.class_names:
@@ -135,13 +188,17 @@ def main():
     if difference > 1e-5:
         sys.exit(f"error: scripted output differs from eager timm by {difference}")
 
-    classifier = model.default_cfg.get("classifier", "fc")
+    head_prefix = "head." if args.head == "ml-decoder" else backbone.default_cfg.get("classifier", "fc") + "."
+    head_names = [name for name, _ in model.named_parameters() if name.startswith(head_prefix)]
     card = {
         "model": args.model,
         "input_size": args.img_size,
-        "num_features": int(model.num_features),
+        "num_features": int(backbone.num_features),
         "num_classes": args.num_classes,
-        "classifier": [name for name, _ in model.named_parameters() if name.startswith(classifier + ".")],
+        "classifier": head_names,
+        "head": head_layout(args, head_names),
+        "mean": list(backbone.pretrained_cfg.get("mean") or []) or None,
+        "std": list(backbone.pretrained_cfg.get("std") or []) or None,
         "class_names": class_names,
         "feature_shape": list(features.shape[1:]),
         "state_as_parameters": state_names,
@@ -159,7 +216,7 @@ def main():
     with open(card_path + ".tmp", "w") as f:
         json.dump(card, f, indent=2)
     os.replace(card_path + ".tmp", card_path)
-    print(f"exported {args.model} ({args.num_classes} classes, {args.img_size}px) to {args.out}; "
+    print(f"exported {args.model} with the {args.head} head ({args.num_classes} classes, {args.img_size}px) to {args.out}; "
           f"scripted vs eager max |diff| {difference:.2e}; card {card_path}")
 
 

@@ -4,7 +4,7 @@
 //! Among several processes each scores its share of the split and the
 //! scores are gathered, so the metrics are those of the whole split.
 
-use crate::data::{DataError, Loader, Skipped};
+use crate::data::{DataError, Loader, Normalization, Skipped};
 use crate::distributed::{DistError, ProcessGroup};
 use crate::loss::{batch_sums, LossError, ProbabilityStats};
 use crate::metrics::{MetricsAccumulator, MetricsError, MetricsReport};
@@ -66,6 +66,7 @@ pub fn evaluate(
 ) -> Result<Evaluation> {
     network.set_train(false)?;
     let device = network.device();
+    let normalization = input_normalization(network)?;
     let mut metrics = MetricsAccumulator::new();
     let mut sums = Tensor::f_zeros([4], (Kind::Double, device))?;
     let mut indices = Vec::new();
@@ -76,7 +77,7 @@ pub fn evaluate(
         if batch.is_empty() {
             continue;
         }
-        let images = batch.images_tensor(device)?;
+        let images = batch.images_tensor(device, &normalization)?;
         let targets = batch.targets_tensor(device)?;
         let logits = tch::no_grad(|| crate::ops::with_cuda_autocast(amp, || network.forward(&images)))?
             .f_to_kind(Kind::Float)?;
@@ -93,6 +94,12 @@ pub fn evaluate(
     let report = metrics.compute(threshold)?.ok_or(EvaluateError::NothingScored(skipped))?;
     let (probabilities, targets) = metrics.into_rows();
     Ok(Evaluation { report, stats, probabilities, targets, indices, skipped })
+}
+
+/// The input normalisation `network`'s card asks for, on its device.
+pub fn input_normalization(network: &Network) -> Result<Normalization> {
+    let (mean, std) = network.input_normalization()?;
+    Ok(Normalization::new(mean, std, network.device())?)
 }
 
 /// Every rank's scores, in dataset order: each rank writes its rows into a

@@ -6,7 +6,7 @@ mod common;
 
 use asl::data::sources::{write_synthetic, CocoOptions, CocoSplit, SynthConfig};
 use asl::data::transform::{decode_rgb, decode_rgb_into, resize_into, DecodeBuffers, Resizer};
-use asl::data::{Dataset, Loader, LoaderConfig, Sample, Shard};
+use asl::data::{Dataset, Loader, LoaderConfig, Normalization, Sample, Shard};
 use common::coco_mini::coco_mini;
 use image::{ImageBuffer, Luma, Rgb, Rgba};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ fn coco_mini_val_becomes_float_nchw_batches() {
     let mut seen = Vec::new();
     for batch in epoch.by_ref() {
         let batch = batch.unwrap();
-        let images = batch.images_tensor(Device::Cpu).unwrap();
+        let images = batch.images_tensor(Device::Cpu, &Normalization::none()).unwrap();
         assert_eq!(images.size(), [batch.len() as i64, 3, 224, 224]);
         assert_eq!(images.kind(), Kind::Float);
         assert!(images.min().double_value(&[]) >= 0.0 && images.max().double_value(&[]) <= 1.0);

@@ -57,7 +57,8 @@ fn toy_model(dir: &Path) -> PathBuf {
          torch.manual_seed(0)\n\
          torch.jit.script(Toy()).save('{p}')\n\
          json.dump({{'model': 'toy', 'input_size': 32, 'num_features': 8, 'num_classes': 12,\n\
-         \x20          'classifier': ['fc.weight', 'fc.bias']}}, open('{card}', 'w'))",
+         \x20          'classifier': ['fc.weight', 'fc.bias'], 'mean': [0, 0, 0], 'std': [1, 1, 1]}},\n\
+         \x20         open('{card}', 'w'))",
         p = path.display(),
         card = path.with_extension("json").display()
     );

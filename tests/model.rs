@@ -78,7 +78,7 @@ fn finetune_save_and_reload_in_python() {
         assert!(max_abs_diff(&ours, &theirs) < 1e-5, "{}: Rust and Python outputs differ", path.display());
     }
     let reloaded = Network::load(&model_path, Device::Cpu).unwrap();
-    let card = reloaded.card().unwrap();
+    let card = reloaded.card();
     assert_eq!(card.num_classes, 5);
     assert_eq!(card.class_names.as_ref().unwrap(), &names);
 }
@@ -137,7 +137,7 @@ fn bad_model_files_and_sizes_are_named_errors() {
     let err = Network::load(&garbage, Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("garbage.pt is not a TorchScript module"), "{err}");
 
-    // A traced classifier that only takes 8×8 inputs, and has no card.
+    // A traced classifier that only takes 8×8 inputs, first without a card.
     let fixed = dir.path().join("fixed.pt");
     common::python::run_python(&[
         "-c",
@@ -147,12 +147,20 @@ fn bad_model_files_and_sizes_are_named_errors() {
             fixed.display()
         ),
     ]);
+    let err = Network::load(&fixed, Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("fixed.pt has no model card") && err.contains("fixed.json"), "{err}");
+    assert!(err.contains("python models/export.py") && err.contains("models/README.md"), "{err}");
+    // A hand-written card that names no head and no normalisation.
+    let card = r#"{"model": "traced", "input_size": 8, "num_features": 192, "num_classes": 2, "classifier": []}"#;
+    std::fs::write(asl::model::card_path(&fixed), card).unwrap();
     let mut network = Network::load(&fixed, Device::Cpu).unwrap();
     network.check_input_size(8).unwrap();
     let err = network.check_input_size(16).unwrap_err().to_string();
-    assert!(err.contains("fixed.pt cannot take 16×16 inputs: "), "{err}");
+    assert!(err.contains("traced cannot take 16×16 inputs: "), "{err}");
     let err = network.reset_head(3, None, 0).unwrap_err().to_string();
-    assert!(err.contains("no model card beside it names them"), "{err}");
+    assert!(err.contains("its model card names none"), "{err}");
+    let err = network.input_normalization().unwrap_err().to_string();
+    assert!(err.contains("records no input mean and std: set model.input_mean and model.input_std"), "{err}");
 
     let path = exported(dir.path(), 5);
 

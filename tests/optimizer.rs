@@ -1,7 +1,8 @@
 //! The fused optimizer against PyTorch's own single-tensor Adam and AdamW
 //! (the reference implementation), over 10 steps with a one-cycle-like
 //! learning rate and β1, coupled or decoupled weight decay on one group
-//! and none on the other; and a resumed optimizer continuing bit for bit.
+//! and none on the other, and the head at its own learning rate (a third
+//! PyTorch param group); and a resumed optimizer continuing bit for bit.
 
 mod common;
 
@@ -11,11 +12,13 @@ use common::python::run_python;
 use common::uniform;
 use tch::{Kind, Tensor};
 
-const SHAPES: [(&str, &[i64], ParamGroup); 3] = [
-    ("conv.weight", &[4, 3, 3, 3], ParamGroup::Decay),
-    ("conv.bias", &[4], ParamGroup::NoDecay),
-    ("fc.weight", &[5, 7], ParamGroup::Decay),
+/// Name, shape, decay group, and whether it is part of the head.
+const SHAPES: [(&str, &[i64], ParamGroup, bool); 3] = [
+    ("conv.weight", &[4, 3, 3, 3], ParamGroup::Decay, false),
+    ("conv.bias", &[4], ParamGroup::NoDecay, false),
+    ("fc.weight", &[5, 7], ParamGroup::Decay, true),
 ];
+const HEAD_LR_SCALE: f64 = 3.0;
 const STEPS: usize = 10;
 
 fn initial(i: usize) -> Vec<f64> {
@@ -36,10 +39,11 @@ fn parameters(values: &[Vec<f64>]) -> Vec<NamedParameter> {
     SHAPES
         .iter()
         .zip(values)
-        .map(|((name, shape, group), v)| NamedParameter {
+        .map(|((name, shape, group, in_head), v)| NamedParameter {
             name: name.to_string(),
             tensor: Tensor::from_slice(v).to_kind(Kind::Float).view(*shape).set_requires_grad(true),
             group: *group,
+            in_head: *in_head,
         })
         .collect()
 }
@@ -74,11 +78,12 @@ fn pytorch(kind: OptimizerKind, weight_decay: f64) -> Vec<Vec<f64>> {
         "import json, torch\n\
          init, grads, hypers, shapes = {init}, {grads}, {hypers}, {shapes}\n\
          ps = [torch.tensor(v, dtype=torch.float32).view(s).requires_grad_() for v, s in zip(init, shapes)]\n\
-         groups = [{{'params': [ps[0], ps[2]], 'weight_decay': {wd}}}, {{'params': [ps[1]], 'weight_decay': 0.0}}]\n\
+         groups = [{{'params': [ps[0]], 'weight_decay': {wd}, 'scale': 1.0}}, {{'params': [ps[1]], 'weight_decay': 0.0, 'scale': 1.0}},\n\
+         \x20         {{'params': [ps[2]], 'weight_decay': {wd}, 'scale': {scale}}}]\n\
          opt = (torch.optim.AdamW if '{kind}' == 'adamw' else torch.optim.Adam)(groups, betas=(0.9, 0.999), eps=1e-8, foreach=False)\n\
          for step in range(len(grads)):\n\
          \x20   for g in opt.param_groups:\n\
-         \x20       g['lr'] = hypers[step][0]; g['betas'] = (hypers[step][1], 0.999)\n\
+         \x20       g['lr'] = hypers[step][0] * g['scale']; g['betas'] = (hypers[step][1], 0.999)\n\
          \x20   for p, grad, s in zip(ps, grads[step], shapes):\n\
          \x20       p.grad = torch.tensor(grad, dtype=torch.float32).view(s)\n\
          \x20   opt.step()\n\
@@ -88,6 +93,7 @@ fn pytorch(kind: OptimizerKind, weight_decay: f64) -> Vec<Vec<f64>> {
         hypers = serde_json::to_string(&hypers).unwrap(),
         shapes = serde_json::to_string(&shapes).unwrap(),
         wd = weight_decay,
+        scale = HEAD_LR_SCALE,
         kind = if kind == OptimizerKind::AdamW { "adamw" } else { "adam" },
     );
     serde_json::from_str(run_python(&["-c", &script]).trim()).unwrap()
@@ -97,7 +103,7 @@ fn pytorch(kind: OptimizerKind, weight_decay: f64) -> Vec<Vec<f64>> {
 fn fused_steps_match_pytorch_adam_and_adamw() {
     for kind in [OptimizerKind::Adam, OptimizerKind::AdamW] {
         let weight_decay = 0.1;
-        let config = OptimizerConfig { kind, weight_decay, ..OptimizerConfig::default() };
+        let config = OptimizerConfig { kind, weight_decay, head_lr_scale: HEAD_LR_SCALE, ..OptimizerConfig::default() };
         let params = parameters(&(0..3).map(initial).collect::<Vec<_>>());
         let tensors: Vec<Tensor> = params.iter().map(|p| p.tensor.shallow_clone()).collect();
         let mut adam = Adam::new(params, config).unwrap();

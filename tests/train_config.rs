@@ -2,8 +2,9 @@
 //! types and values stop start-up naming the key path.
 
 use asl::loss::LossConfig as LossSection;
+use asl::model::HeadKind;
 use asl::train::OneCycle;
-use asl::train::TrainConfig;
+use asl::train::{OptimizerKind, TrainConfig};
 use std::path::Path;
 
 mod common;
@@ -29,6 +30,19 @@ fn every_shipped_recipe_parses_and_validates() {
     let adaptive = TrainConfig::load(Path::new("configs/adaptive.yaml"), &[]).unwrap();
     let LossSection::Asymmetric(loss) = &adaptive.loss else { panic!() };
     assert_eq!(loss.adaptive.unwrap().target_delta, 0.1);
+    // The published ML-Decoder settings.
+    let decoder = TrainConfig::load(Path::new("configs/coco-ml-decoder.yaml"), &[]).unwrap();
+    assert_eq!(
+        (decoder.model.timm.as_str(), decoder.model.head, decoder.data.image_size),
+        ("tresnet_l", HeadKind::MlDecoder, 448)
+    );
+    assert_eq!((decoder.model.decoder_embedding, decoder.model.num_groups), (768, 100));
+    assert_eq!(
+        (decoder.schedule.max_lr, decoder.optimizer.weight_decay, decoder.optimizer.kind),
+        (1e-4, 1e-4, OptimizerKind::Adam)
+    );
+    let LossSection::Asymmetric(loss) = &decoder.loss else { panic!() };
+    assert_eq!((loss.gamma_neg, loss.gamma_pos, loss.clip), (4.0, 0.0, 0.05));
 }
 
 #[test]

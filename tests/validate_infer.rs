@@ -114,13 +114,15 @@ fn infer_probabilities_match_pytorch_on_five_real_images() {
 
     let check = format!(
         "import json, sys, numpy as np, torch\nfrom PIL import Image\n\
-         m = torch.jit.load('{model}'); m.eval()\nworst = 0.0\n\
+         from torchvision.transforms.functional import normalize\n\
+         m = torch.jit.load('{model}'); m.eval()\nworst = 0.0\ncard = json.load(open('{card}'))\n\
          for line in sys.stdin:\n\
          \x20   r = json.loads(line)\n\
          \x20   if 'error' in r: continue\n\
-         \x20   x = torch.from_numpy(np.asarray(Image.open(r['file']).convert('RGB'))).float().div(255).permute(2, 0, 1)[None]\n\
+         \x20   x = torch.from_numpy(np.asarray(Image.open(r['file']).convert('RGB'))).float().div(255).permute(2, 0, 1)\n\
+         \x20   x = normalize(x, card['mean'], card['std'])[None]\n\
          \x20   with torch.no_grad(): p = torch.sigmoid(m(x))[0]\n\
-         \x20   names = json.load(open('{card}'))['class_names'] or [str(i) for i in range(80)]\n\
+         \x20   names = card['class_names'] or [str(i) for i in range(80)]\n\
          \x20   for label in r['labels']:\n\
          \x20       worst = max(worst, abs(label['probability'] - p[names.index(label['name'])].item()))\n\
          print(worst)",

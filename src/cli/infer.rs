@@ -42,7 +42,7 @@ enum Rule {
 pub fn run(args: &InferArgs) -> Result<()> {
     let (network, size, classes) = args.model.load()?;
     let model_file = args.model.model_file()?;
-    let names: Vec<String> = match network.card().and_then(|c| c.class_names.clone()) {
+    let names: Vec<String> = match network.card().class_names.clone() {
         Some(names) if names.len() == classes => names,
         _ => (0..classes).map(|i| i.to_string()).collect(),
     };
@@ -69,6 +69,7 @@ pub fn run(args: &InferArgs) -> Result<()> {
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
+    let normalization = asl::evaluate::input_normalization(&network)?;
     let started = Instant::now();
     let mut scored = 0;
     for batch in loader.epoch(0, 0) {
@@ -76,7 +77,7 @@ pub fn run(args: &InferArgs) -> Result<()> {
         let mut lines: Vec<(usize, serde_json::Value)> =
             batch.skipped.iter().map(|s| (s.index, json!({"file": s.path, "error": s.reason}))).collect();
         if !batch.is_empty() {
-            let images = batch.images_tensor(network.device())?;
+            let images = batch.images_tensor(network.device(), &normalization)?;
             let logits =
                 tch::no_grad(|| asl::ops::with_cuda_autocast(network.device().is_cuda(), || network.forward(&images)))?;
             let probabilities =

@@ -40,10 +40,9 @@ impl ModelArgs {
     pub fn load(&self) -> Result<(Network, u32, usize)> {
         let device = resolve_device(&self.device)?;
         let mut network = Network::load(&self.model_file()?, device)?;
-        let size = match (self.image_size, network.card()) {
-            (Some(size), _) => size,
-            (None, Some(card)) => u32::try_from(card.input_size)?,
-            (None, None) => bail!("{} has no model card; pass --image-size", self.model.display()),
+        let size = match self.image_size {
+            Some(size) => size,
+            None => u32::try_from(network.card().input_size)?,
         };
         let classes = network.check_input_size(i64::from(size))?;
         network.set_train(false)?;

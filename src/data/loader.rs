@@ -5,6 +5,7 @@
 
 use super::dataset::Dataset;
 use super::error::{DataError, Result};
+use super::normalize::Normalization;
 use super::rng::{sample_rng, Stream};
 use super::transform::{decode_rgb_into, resize_into, AugmentConfig, DecodeBuffers, Resizer};
 use rand::seq::SliceRandom;
@@ -106,13 +107,14 @@ impl Batch {
         self.indices.is_empty()
     }
 
-    /// `[N, 3, S, S]` float in [0, 1] on `device`, channels-last in memory:
-    /// u8 NHWC travels (4× fewer bytes than floats) and is permuted there.
-    pub fn images_tensor(&self, device: Device) -> Result<Tensor> {
+    /// `[N, 3, S, S]` float on `device`, scaled to [0, 1] and normalised,
+    /// channels-last in memory: u8 NHWC travels (4× fewer bytes than
+    /// floats) and is permuted there.
+    pub fn images_tensor(&self, device: Device, normalization: &Normalization) -> Result<Tensor> {
         let s = self.image_size as i64;
         let host = Tensor::f_from_slice(&self.images[..self.len() * self.image_size * self.image_size * 3])?;
         let on_device = to_device(&host.f_view([self.len() as i64, s, s, 3])?, device)?;
-        Ok(on_device.f_to_kind(Kind::Float)?.f_div_scalar(255.0)?.f_permute([0, 3, 1, 2])?)
+        normalization.apply(on_device.f_to_kind(Kind::Float)?.f_div_scalar(255.0)?.f_permute([0, 3, 1, 2])?)
     }
 
     /// `[N, K]` float targets on `device` (1 / 0 / -1 unknown).

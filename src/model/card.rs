@@ -12,8 +12,20 @@ pub struct ModelCard {
     pub input_size: i64,
     pub num_features: i64,
     pub num_classes: i64,
-    /// Parameter names of the final classifier, weight first.
+    /// Parameter names of the head (the classifier): what `freeze_backbone`
+    /// leaves trainable and `optimizer.head_lr_scale` applies to. For a
+    /// linear head, weight first.
     pub classifier: Vec<String>,
+    /// How the head is laid out, which decides how it is given a new class
+    /// count; cards written before heads had kinds have none, and are linear.
+    #[serde(default)]
+    pub head: Option<HeadLayout>,
+    /// Per-channel input mean and std of timm's pretrained config: the
+    /// network sees `(x - mean) / std` for `x` in [0, 1].
+    #[serde(default)]
+    pub mean: Option<[f64; 3]>,
+    #[serde(default)]
+    pub std: Option<[f64; 3]>,
     #[serde(default)]
     pub class_names: Option<Vec<String>>,
     /// Buffers (BatchNorm statistics) re-registered as non-trainable
@@ -25,18 +37,34 @@ pub struct ModelCard {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The head's tensors that depend on the class count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum HeadLayout {
+    /// Global pooling and `weight` [N, F] (+ `bias` [N]).
+    Linear { weight: String, bias: Option<String> },
+    /// ML-Decoder: K = min(max_groups, N) fixed `queries` [K, D], a group FC
+    /// `group_weight` [K, D, ⌈N/K⌉] and `group_bias` [N]; the projection and
+    /// the decoder layer do not depend on N.
+    MlDecoder { queries: String, group_weight: String, group_bias: String, max_groups: i64 },
+}
+
 /// `model.pt` → `model.json`.
 pub fn card_path(model_path: &Path) -> PathBuf {
     model_path.with_extension("json")
 }
 
 impl ModelCard {
-    /// Reads the card beside `model_path`; `None` when there is none.
-    pub fn load_beside(model_path: &Path) -> Result<Option<Self>> {
+    /// Reads the card beside `model_path`. Without one nothing says which
+    /// parameters are the head or how inputs are scaled, so there is none
+    /// is an error that says how to write one.
+    pub fn load_beside(model_path: &Path) -> Result<Self> {
         let path = card_path(model_path);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ModelError::NoCard { model: model_path.to_path_buf(), card: path })
+            }
             Err(e) => return Err(ModelError::BadCard { path, message: e.to_string() }),
         };
         let card: Self = serde_json::from_str(&text)
@@ -53,7 +81,20 @@ impl ModelCard {
                 return bad(format!("{} class names for {} classes", names.len(), card.num_classes));
             }
         }
-        Ok(Some(card))
+        if let Some(std) = card.std {
+            if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+                return bad(format!("std is {std:?}; every channel's std must be positive"));
+            }
+        }
+        Ok(card)
+    }
+
+    /// The head's layout; a card without one has a linear head named by `classifier`.
+    pub fn head_layout(&self) -> Option<HeadLayout> {
+        self.head.clone().or_else(|| {
+            let weight = self.classifier.first()?.clone();
+            Some(HeadLayout::Linear { weight, bias: self.classifier.get(1).cloned() })
+        })
     }
 
     /// TResNet's space-to-depth stem and four stride-2 stages need S % 32 == 0.

@@ -1,5 +1,6 @@
 //! The `model` section of a run's config.
 
+use crate::config::{key_error, Validate};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -13,17 +14,95 @@ pub struct ModelConfig {
     pub path: Option<PathBuf>,
     /// timm model name to export when `path` is null (test_resnet has 0.4 M parameters, tresnet_l 53 M).
     pub timm: String,
-    /// Local pretrained weights for that export (a timm state dict or the ASL model zoo's format); null
-    /// starts from random weights.
+    /// Head of that export: linear (timm's pooling and linear layer) or ml-decoder (ML-Decoder, Ridnik et
+    /// al. 2021).
+    pub head: HeadKind,
+    /// ML-Decoder's embedding size D, for that export (768 in the paper).
+    pub decoder_embedding: u32,
+    /// ML-Decoder's query count K, at most the class count (100 in the paper).
+    pub num_groups: u32,
+    /// Local pretrained weights for that export (a timm state dict, the ASL model zoo's format or an
+    /// official ML-Decoder checkpoint); null starts from random weights.
     pub weights: Option<PathBuf>,
+    /// When to give the head a fresh start sized for the data: auto (when the class count differs, or the
+    /// card's class names differ from the data's), always (finetuning to new labels with the same count),
+    /// or never (a class count that differs is then an error).
+    pub reset_head: ResetHead,
     /// Parameter-name prefixes to keep frozen.
     pub freeze: Vec<String>,
-    /// Seed of the classifier re-initialisation when the class count differs from the data's.
+    /// Train only the head (the card's `classifier`): linear probing.
+    pub freeze_backbone: bool,
+    /// Per-channel mean inputs in [0, 1] are normalised with, (x - mean) / std; null takes it from the
+    /// model card (timm's pretrained config). A card without mean and std needs this key and input_std.
+    pub input_mean: Option<[f64; 3]>,
+    /// Per-channel std for that normalisation; null takes it from the model card.
+    pub input_std: Option<[f64; 3]>,
+    /// Seed of the head's re-initialisation.
     pub head_seed: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadKind {
+    Linear,
+    MlDecoder,
+}
+
+impl HeadKind {
+    /// models/export.py's `--head` value.
+    pub fn export_name(self) -> &'static str {
+        match self {
+            HeadKind::Linear => "linear",
+            HeadKind::MlDecoder => "ml-decoder",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ResetHead {
+    Auto,
+    Always,
+    Never,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self { path: None, timm: "tresnet_l".into(), weights: None, freeze: Vec::new(), head_seed: 0 }
+        Self {
+            path: None,
+            timm: "tresnet_l".into(),
+            head: HeadKind::Linear,
+            decoder_embedding: 768,
+            num_groups: 100,
+            weights: None,
+            reset_head: ResetHead::Auto,
+            freeze: Vec::new(),
+            freeze_backbone: false,
+            input_mean: None,
+            input_std: None,
+            head_seed: 0,
+        }
+    }
+}
+
+impl Validate for ModelConfig {
+    fn validate(&self) -> crate::config::Result<()> {
+        if self.input_mean.is_some() != self.input_std.is_some() {
+            return Err(key_error("model.input_mean", "input_mean and input_std are set together, or neither"));
+        }
+        if let Some(std) = self.input_std {
+            if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+                return Err(key_error("model.input_std", format!("every channel's std must be positive, got {std:?}")));
+            }
+        }
+        if self.decoder_embedding == 0 || !self.decoder_embedding.is_multiple_of(8) {
+            let message =
+                format!("must be a positive multiple of 8 (the attention heads), got {}", self.decoder_embedding);
+            return Err(key_error("model.decoder_embedding", message));
+        }
+        if self.num_groups == 0 {
+            return Err(key_error("model.num_groups", "must be at least 1"));
+        }
+        Ok(())
     }
 }

@@ -11,9 +11,20 @@ pub enum ModelError {
     NotTorchScript { path: PathBuf, source: TchError },
     #[error("model card {path} is invalid: {message}")]
     BadCard { path: PathBuf, message: String },
+    #[error(
+        "{model} has no model card {card} beside it, which says which parameters are the head and how inputs \
+         are scaled; export with `python models/export.py --model NAME --num-classes K --out {model}` (add \
+         --weights FILE for your own weights), or write the card by hand (see models/README.md)"
+    )]
+    NoCard { model: PathBuf, card: PathBuf },
+    #[error(
+        "the model card of {0} records no input mean and std: set model.input_mean and model.input_std (e.g. \
+         [0, 0, 0] and [1, 1, 1] for inputs in [0, 1]), or export again with models/export.py"
+    )]
+    NoNormalization(PathBuf),
     #[error("classifier parameter `{name}` not found in {path}; its parameters are named like {examples:?}")]
     ClassifierNotFound { name: String, path: PathBuf, examples: Vec<String> },
-    #[error("cannot tell which parameters are the classifier of {0}: no model card beside it names them")]
+    #[error("cannot tell which parameters are the classifier of {0}: its model card names none")]
     NoClassifier(PathBuf),
     #[error("{model} cannot take {size}×{size} inputs: {reason}")]
     BadInputSize { model: String, size: i64, reason: String },

@@ -1,15 +1,15 @@
 //! Exporting timm models to TorchScript through `models/export.py`, run by
 //! the project's python (timm and torch live there, not in this process).
 
+use super::config::{HeadKind, ModelConfig};
 use super::error::{ModelError, Result};
 use std::path::{Path, PathBuf};
 
-/// What to export: a timm model, sized for the data, with random weights
-/// (seeded) or local pretrained ones.
+/// What to export: the `model` section's timm model, head and weights
+/// (random ones seeded), sized for the data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimmExport<'a> {
-    pub model: &'a str,
-    pub weights: Option<&'a Path>,
+    pub config: &'a ModelConfig,
     pub classes: usize,
     pub image_size: u32,
     pub seed: u64,
@@ -44,16 +44,21 @@ fn export_script() -> Result<PathBuf> {
 /// Exports `request` into `dir/<model>.pt` (with its card) and returns that path.
 pub fn export_timm(request: &TimmExport, dir: &Path) -> Result<PathBuf> {
     let script = export_script()?;
-    let out = dir.join(format!("{}.pt", request.model));
+    let config = request.config;
+    let out = dir.join(format!("{}.pt", config.timm));
     let python = python();
     let mut command = std::process::Command::new(&python);
-    command.arg(&script).args(["--model", request.model, "--num-classes", &request.classes.to_string()]);
+    command.arg(&script).args(["--model", &config.timm, "--num-classes", &request.classes.to_string()]);
     command.args(["--img-size", &request.image_size.to_string(), "--seed", &request.seed.to_string(), "--out"]);
-    command.arg(&out);
-    if let Some(weights) = request.weights {
+    command.arg(&out).args(["--head", config.head.export_name()]);
+    if config.head == HeadKind::MlDecoder {
+        command.args(["--decoder-embedding", &config.decoder_embedding.to_string()]);
+        command.args(["--num-groups", &config.num_groups.to_string()]);
+    }
+    if let Some(weights) = &config.weights {
         command.arg("--weights").arg(weights);
     }
-    let failed = |message: String| ModelError::Export { model: request.model.to_string(), message };
+    let failed = |message: String| ModelError::Export { model: config.timm.clone(), message };
     let output = command.output().map_err(|e| failed(format!("cannot run {}: {e}", python.display())))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -8,8 +8,8 @@ mod error;
 mod export;
 mod network;
 
-pub use card::{card_path, ModelCard};
-pub use config::ModelConfig;
+pub use card::{card_path, HeadLayout, ModelCard};
+pub use config::{HeadKind, ModelConfig, ResetHead};
 pub use device::resolve_device;
 pub use ema::ModelEma;
 pub use error::{ModelError, Result};

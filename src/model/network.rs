@@ -2,7 +2,7 @@
 //! parameter groups for the optimizer, freezing, explicit train/eval
 //! mode, classifier reset, and atomic saving.
 
-use super::card::{card_path, ModelCard};
+use super::card::{card_path, HeadLayout, ModelCard};
 use super::error::{ModelError, Result};
 use crate::atomic::{write_atomically, write_bytes_atomically};
 use std::path::{Path, PathBuf};
@@ -23,13 +23,15 @@ pub struct NamedParameter {
     pub name: String,
     pub tensor: Tensor,
     pub group: ParamGroup,
+    /// Part of the head (the card's `classifier`), which may learn at its own rate.
+    pub in_head: bool,
 }
 
 pub struct Network {
     module: CModule,
     path: PathBuf,
     device: Device,
-    card: Option<ModelCard>,
+    card: ModelCard,
     training: bool,
 }
 
@@ -40,16 +42,16 @@ impl std::fmt::Debug for Network {
 }
 
 impl Network {
-    /// Loads `path` (and the model card beside it, if any) onto `device`.
+    /// Loads `path` and the model card beside it onto `device`.
     /// The device is chosen here because moving a loaded module later
     /// would leave its buffers behind. Starts in eval mode.
     pub fn load(path: &Path, device: Device) -> Result<Self> {
         if !path.exists() {
             return Err(ModelError::Missing(path.to_path_buf()));
         }
-        let card = ModelCard::load_beside(path)?;
         let mut module = CModule::load_on_device(path, device)
             .map_err(|source| ModelError::NotTorchScript { path: path.to_path_buf(), source })?;
+        let card = ModelCard::load_beside(path)?;
         module.f_set_eval()?;
         Ok(Self { module, path: path.to_path_buf(), device, card, training: false })
     }
@@ -58,17 +60,38 @@ impl Network {
         self.device
     }
 
-    pub fn card(&self) -> Option<&ModelCard> {
-        self.card.as_ref()
+    pub fn card(&self) -> &ModelCard {
+        &self.card
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Name for messages: the card's model name, else the file name.
+    /// Name for messages: the card's model name.
     pub fn name(&self) -> String {
-        self.card.as_ref().map_or_else(|| self.path.display().to_string(), |c| c.model.clone())
+        self.card.model.clone()
+    }
+
+    /// The per-channel mean and std the network's inputs in [0, 1] are
+    /// normalised with. A card without them is an error rather than a
+    /// silent [0, 1]: most pretrained networks expect normalised inputs.
+    pub fn input_normalization(&self) -> Result<([f64; 3], [f64; 3])> {
+        match (self.card.mean, self.card.std) {
+            (Some(mean), Some(std)) => Ok((mean, std)),
+            _ => Err(ModelError::NoNormalization(self.path.clone())),
+        }
+    }
+
+    /// Overrides the card's input normalisation (saved with the network).
+    pub fn set_input_normalization(&mut self, mean: [f64; 3], std: [f64; 3]) -> Result<()> {
+        if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            let message = format!("std {std:?}: every channel's std must be positive");
+            return Err(ModelError::BadCard { path: card_path(&self.path), message });
+        }
+        self.card.mean = Some(mean);
+        self.card.std = Some(std);
+        Ok(())
     }
 
     /// Train mode (BatchNorm uses and updates batch statistics). TorchScript
@@ -104,7 +127,8 @@ impl Network {
             .map(|(name, tensor)| {
                 let group =
                     if tensor.dim() <= 1 || name.ends_with(".bias") { ParamGroup::NoDecay } else { ParamGroup::Decay };
-                NamedParameter { name, tensor, group }
+                let in_head = self.card.classifier.contains(&name);
+                NamedParameter { name, tensor, group, in_head }
             })
             .collect())
     }
@@ -126,14 +150,28 @@ impl Network {
     /// Stops training every parameter whose name starts with one of
     /// `prefixes`. Returns how many were frozen.
     pub fn freeze(&mut self, prefixes: &[String]) -> Result<usize> {
-        let mut frozen = 0;
+        self.freeze_where(|name| prefixes.iter().any(|p| name.starts_with(p.as_str())))
+    }
+
+    /// Stops training everything but the head (the card's `classifier`).
+    /// Returns how many were frozen.
+    pub fn freeze_backbone(&mut self) -> Result<usize> {
+        if self.card.classifier.is_empty() {
+            return Err(ModelError::NoClassifier(self.path.clone()));
+        }
+        let head = self.card.classifier.clone();
+        self.freeze_where(|name| !head.iter().any(|h| h == name))
+    }
+
+    fn freeze_where(&mut self, frozen: impl Fn(&str) -> bool) -> Result<usize> {
+        let mut count = 0;
         for (name, tensor) in self.named_tensors()? {
-            if tensor.requires_grad() && prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+            if tensor.requires_grad() && frozen(&name) {
                 let _ = tensor.f_set_requires_grad(false)?;
-                frozen += 1;
+                count += 1;
             }
         }
-        Ok(frozen)
+        Ok(count)
     }
 
     /// Checks that `size`×`size` inputs pass through the network, so a
@@ -141,7 +179,7 @@ impl Network {
     /// number of outputs (classes) it gives.
     pub fn check_input_size(&mut self, size: i64) -> Result<i64> {
         let model = self.name();
-        let multiple = self.card.as_ref().map_or(1, ModelCard::required_multiple);
+        let multiple = self.card.required_multiple();
         if size <= 0 || size % multiple != 0 {
             let reason = format!("the input size must be a positive multiple of {multiple}");
             return Err(ModelError::BadInputSize { model, size, reason });
@@ -164,15 +202,18 @@ impl Network {
         }
     }
 
-    /// Replaces the classifier with a fresh one for `classes` outputs,
-    /// initialised as timm's `reset_classifier` does (nn.Linear default:
-    /// U(±1/√F) for weight and bias). `class_names`, when given, go into
-    /// the card. The classifier's names come from the model card.
+    /// Gives the head a fresh start for `classes` outputs. A linear head is
+    /// initialised as timm's `reset_classifier` does (nn.Linear's default,
+    /// U(±1/√F) for weight and bias). ML-Decoder gets new queries (N(0, 1),
+    /// as nn.Embedding), a new group FC (Xavier-normal weight, zero bias, as
+    /// the paper's code) for K = min(max_groups, N) groups, and keeps its
+    /// projection and decoder layer, which do not depend on the classes.
+    /// `class_names`, when given, go into the card.
     pub fn reset_head(&mut self, classes: i64, class_names: Option<Vec<String>>, seed: i64) -> Result<()> {
         if classes < 1 {
             return Err(ModelError::BadClassCount(classes));
         }
-        let card = self.card.as_mut().ok_or_else(|| ModelError::NoClassifier(self.path.clone()))?;
+        let layout = self.card.head_layout().ok_or_else(|| ModelError::NoClassifier(self.path.clone()))?;
         let tensors = self.module.named_parameters()?;
         let find = |name: &str| {
             tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone()).ok_or_else(|| {
@@ -183,37 +224,51 @@ impl Network {
                 }
             })
         };
-        let mut weight = find(card.classifier.first().map_or("", String::as_str))?;
-        let features = weight.size()[1];
-        let bound = 1.0 / (features as f64).sqrt();
+        let options = |t: &Tensor| (t.kind(), self.device);
         tch::manual_seed(seed);
         tch::no_grad(|| -> Result<()> {
-            let fresh =
-                Tensor::f_empty([classes, features], (weight.kind(), self.device))?.f_uniform_(-bound, bound)?;
-            weight.set_data(&fresh);
-            for name in card.classifier.iter().skip(1) {
-                let mut bias = find(name)?;
-                let fresh = Tensor::f_empty([classes], (bias.kind(), self.device))?.f_uniform_(-bound, bound)?;
-                bias.set_data(&fresh);
+            match &layout {
+                HeadLayout::Linear { weight, bias } => {
+                    let mut weight = find(weight)?;
+                    let features = weight.size()[1];
+                    let bound = 1.0 / (features as f64).sqrt();
+                    weight
+                        .set_data(&Tensor::f_empty([classes, features], options(&weight))?.f_uniform_(-bound, bound)?);
+                    if let Some(bias) = bias {
+                        let mut bias = find(bias)?;
+                        bias.set_data(&Tensor::f_empty([classes], options(&bias))?.f_uniform_(-bound, bound)?);
+                    }
+                }
+                HeadLayout::MlDecoder { queries, group_weight, group_bias, max_groups } => {
+                    let (mut queries, mut weight, mut bias) = (find(queries)?, find(group_weight)?, find(group_bias)?);
+                    let embedding = queries.size()[1];
+                    let groups = classes.min(*max_groups).max(1);
+                    let per_group = (classes + groups - 1) / groups;
+                    queries.set_data(&Tensor::f_empty([groups, embedding], options(&queries))?.f_normal_(0.0, 1.0)?);
+                    // Xavier-normal: fan_in = D·g and fan_out = K·g for a [K, D, g] tensor.
+                    let std = (2.0 / ((embedding + groups) * per_group) as f64).sqrt();
+                    let fresh =
+                        Tensor::f_empty([groups, embedding, per_group], options(&weight))?.f_normal_(0.0, std)?;
+                    weight.set_data(&fresh);
+                    bias.set_data(&Tensor::f_zeros([classes], options(&bias))?);
+                }
             }
             Ok(())
         })?;
-        card.num_classes = classes;
-        card.class_names = class_names;
+        self.card.num_classes = classes;
+        self.card.class_names = class_names;
         Ok(())
     }
 
     /// Records the class names in the card (written on save).
     pub fn set_class_names(&mut self, names: Vec<String>) {
-        if let Some(card) = &mut self.card {
-            card.class_names = (names.len() as i64 == card.num_classes).then_some(names);
-        }
+        self.card.class_names = (names.len() as i64 == self.card.num_classes).then_some(names);
     }
 
     /// Saves the module as TorchScript (and its card beside it), each
     /// through a temporary file and a rename.
     pub fn save(&self, path: &Path) -> Result<()> {
-        save_module(&self.module, self.card.as_ref(), path)
+        save_module(&self.module, &self.card, path)
     }
 
     /// A deep copy: the module saved to a temporary file and loaded again on
@@ -230,15 +285,12 @@ impl Network {
 }
 
 /// Writes `module` to `path` and `card` to the `.json` beside it, atomically.
-pub(crate) fn save_module(module: &CModule, card: Option<&ModelCard>, path: &Path) -> Result<()> {
+pub(crate) fn save_module(module: &CModule, card: &ModelCard, path: &Path) -> Result<()> {
     let write_error = |source| ModelError::Write { path: path.to_path_buf(), source };
     write_atomically(path, |tmp| module.save(tmp).map_err(std::io::Error::other)).map_err(write_error)?;
-    if let Some(card) = card {
-        let json = serde_json::to_vec_pretty(card).map_err(|e| write_error(std::io::Error::other(e)))?;
-        let card_file = card_path(path);
-        write_bytes_atomically(&card_file, &json).map_err(|source| ModelError::Write { path: card_file, source })?;
-    }
-    Ok(())
+    let json = serde_json::to_vec_pretty(card).map_err(|e| write_error(std::io::Error::other(e)))?;
+    let card_file = card_path(path);
+    write_bytes_atomically(&card_file, &json).map_err(|source| ModelError::Write { path: card_file, source })
 }
 
 /// Runs TorchScript graphs op by op, as PyTorch eager would. The graph

@@ -12,7 +12,7 @@ use crate::atomic::write_bytes_atomically;
 use crate::data::{Dataset, Loader, Split};
 use crate::distributed::{Launch, ProcessGroup};
 use crate::loss::LossConfig;
-use crate::model::{export_timm, resolve_device, ModelError, Network, TimmExport};
+use crate::model::{export_timm, resolve_device, ModelError, Network, ResetHead, TimmExport};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -149,8 +149,22 @@ fn fresh_network(
     };
     network.check_input_size(i64::from(config.data.image_size))?;
     let classes = train.num_classes() as i64;
-    if network.card().is_some_and(|c| c.num_classes != classes) {
-        let notice = format!("resetting the classifier of {} to {classes} classes", network.name());
+    let card = network.card();
+    let reason = match (card.num_classes != classes, &card.class_names) {
+        (true, _) => Some(format!("it has {} classes and the data {classes}", card.num_classes)),
+        (false, Some(names)) if *names != train.class_names => Some("its class names differ from the data's".into()),
+        (false, _) => None,
+    };
+    let reset = match (config.model.reset_head, &reason) {
+        (ResetHead::Always, _) => Some(reason.unwrap_or_else(|| "model.reset_head is always".into())),
+        (ResetHead::Auto, Some(reason)) => Some(reason.clone()),
+        (ResetHead::Never, Some(reason)) if card.num_classes != classes => {
+            return Err(TrainError::HeadMismatch { model: network.name(), reason: reason.clone() })
+        }
+        _ => None,
+    };
+    if let Some(reason) = reset {
+        let notice = format!("resetting the head of {} for {classes} classes: {reason}", network.name());
         observer.on_event(&TrainEvent::Notice(&notice));
         network.reset_head(classes, Some(train.class_names.clone()), config.model.head_seed)?;
     } else {
@@ -171,8 +185,7 @@ fn exported(
     observer: &mut dyn Observer,
 ) -> Result<Network> {
     let request = TimmExport {
-        model: &config.model.timm,
-        weights: config.model.weights.as_deref(),
+        config: &config.model,
         classes: train.num_classes(),
         image_size: config.data.image_size,
         seed: config.seed,
@@ -180,7 +193,7 @@ fn exported(
     let scratch = if rank == 0 { None } else { Some(tempfile::tempdir().map_err(write_error(run_dir))?) };
     let dir = scratch.as_ref().map_or_else(|| run_dir.join("init"), |s| s.path().to_path_buf());
     let path = export_timm(&request, &dir)?;
-    observer.on_event(&TrainEvent::Notice(&format!("exported {} to {}", request.model, path.display())));
+    observer.on_event(&TrainEvent::Notice(&format!("exported {} to {}", config.model.timm, path.display())));
     Ok(Network::load(&path, device)?)
 }
 

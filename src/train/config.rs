@@ -152,6 +152,7 @@ impl TrainConfig {
 
 impl Validate for TrainConfig {
     fn validate(&self) -> Result<()> {
+        self.model.validate()?;
         self.data.validate()?;
         self.loss.validate()?;
         self.optimizer.validate()?;

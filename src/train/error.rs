@@ -36,6 +36,8 @@ pub enum TrainError {
     MidEpochChange { key: &'static str, before: String, after: String, epoch: usize, batch: usize },
     #[error("every image of batch {batch} of epoch {epoch} on this rank was unreadable; a multi-process run cannot skip a whole batch on one rank (fix or remove the files named above)")]
     EmptyBatch { epoch: usize, batch: usize },
+    #[error("the head of {model} does not fit the data ({reason}) and model.reset_head is never; set it to auto or always to train a fresh head")]
+    HeadMismatch { model: String, reason: String },
     #[error(transparent)]
     Distributed(#[from] crate::distributed::DistError),
     #[error("cannot take the run lock {path}: {source}")]

@@ -3,8 +3,9 @@
 //! moments can be checkpointed: tch's optimizers cannot save their state.
 //!
 //! Each step is libtorch's fused kernel (`torch.optim.Adam(fused=True)`):
-//! two launches, one per weight-decay group, for the whole network, where a
-//! per-tensor update costs a dozen small operations per parameter. Under
+//! one launch per weight-decay group and learning rate (head and backbone)
+//! for the whole network, where a per-tensor update costs a dozen small
+//! operations per parameter. Under
 //! AMP the kernel unscales the gradients itself and leaves everything as it
 //! was when the grad scaler found an overflow, without the host looking.
 
@@ -38,17 +39,30 @@ pub struct OptimizerConfig {
     pub eps: f64,
     /// Clip the global gradient L2 norm to this value; null disables.
     pub grad_clip_norm: Option<f64>,
+    /// The head's learning rate as a multiple of the backbone's (the card's `classifier` is the head):
+    /// above 1 lets a fresh head catch up with a pretrained backbone.
+    pub head_lr_scale: f64,
 }
 
 impl Default for OptimizerConfig {
     fn default() -> Self {
-        Self { kind: OptimizerKind::Adam, weight_decay: 1e-4, beta2: 0.999, eps: 1e-8, grad_clip_norm: None }
+        Self {
+            kind: OptimizerKind::Adam,
+            weight_decay: 1e-4,
+            beta2: 0.999,
+            eps: 1e-8,
+            grad_clip_norm: None,
+            head_lr_scale: 1.0,
+        }
     }
 }
 
 impl Validate for OptimizerConfig {
     fn validate(&self) -> crate::config::Result<()> {
         in_unit("optimizer.beta2", self.beta2)?;
+        if !(self.head_lr_scale.is_finite() && self.head_lr_scale >= 0.0) {
+            return Err(key_error("optimizer.head_lr_scale", format!("must be >= 0, got {}", self.head_lr_scale)));
+        }
         if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
             return Err(key_error("optimizer.weight_decay", format!("must be >= 0, got {}", self.weight_decay)));
         }
@@ -133,10 +147,17 @@ impl Adam {
         if let Some(max_norm) = self.config.grad_clip_norm {
             clip_grad_norm(&self.gradients(), max_norm)?;
         }
-        let OptimizerConfig { kind, weight_decay, beta2, eps, .. } = self.config;
-        for (group, decay) in [(ParamGroup::Decay, weight_decay), (ParamGroup::NoDecay, 0.0)] {
-            let slots: Vec<&Slot> =
-                self.slots.iter().filter(|s| s.param.group == group && s.param.tensor.grad().defined()).collect();
+        let OptimizerConfig { kind, weight_decay, beta2, eps, head_lr_scale, .. } = self.config;
+        let groups = [(ParamGroup::Decay, weight_decay), (ParamGroup::NoDecay, 0.0)];
+        for ((group, decay), in_head) in groups.into_iter().flat_map(|g| [(g, false), (g, true)]) {
+            let slots: Vec<&Slot> = self
+                .slots
+                .iter()
+                .filter(|s| s.param.group == group && s.param.in_head == in_head && s.param.tensor.grad().defined())
+                .collect();
+            if slots.is_empty() {
+                continue;
+            }
             let list = |pick: fn(&Slot) -> Tensor| slots.iter().map(|&s| pick(s)).collect::<Vec<_>>();
             let (params, grads) = (list(|s| s.param.tensor.shallow_clone()), list(|s| s.param.tensor.grad()));
             let (exp_avgs, exp_avg_sqs) = (list(|s| s.exp_avg.shallow_clone()), list(|s| s.exp_avg_sq.shallow_clone()));
@@ -149,7 +170,7 @@ impl Adam {
                 steps: &steps,
             };
             let step = AdamStep {
-                lr: hyper.lr,
+                lr: if in_head { hyper.lr * head_lr_scale } else { hyper.lr },
                 beta1: hyper.beta1,
                 beta2,
                 weight_decay: decay,

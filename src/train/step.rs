@@ -34,7 +34,7 @@ impl Trainer {
             return Ok(());
         }
         let device = self.network.device();
-        let images = batch.images_tensor(device)?;
+        let images = batch.images_tensor(device, &self.normalization)?;
         let targets = batch.targets_tensor(device)?;
         // The global RNG (dropout, drop-path) is reseeded per batch so a resumed run draws the same numbers.
         tch::manual_seed(self.config.seed as i64 ^ ((epoch as i64) << 32) ^ self.state.batch_in_epoch as i64);

@@ -15,8 +15,9 @@ use super::observer::{Observer, Phase, TrainEvent};
 use super::restore::restore;
 use super::schedule::OneCycle;
 use super::Adam;
-use crate::data::Loader;
+use crate::data::{Loader, Normalization};
 use crate::distributed::ProcessGroup;
+use crate::evaluate::input_normalization;
 use crate::loss::{AdaptiveAsymmetry, LossConfig, Objective};
 use crate::model::{ModelEma, Network};
 use std::path::{Path, PathBuf};
@@ -59,6 +60,8 @@ pub struct Trainer {
     /// summed loss over N × B/N images must give the gradient of B images.
     pub(super) loss_scale: f64,
     pub(super) network: Network,
+    /// The network's input normalisation, on its device.
+    pub(super) normalization: Normalization,
     pub(super) ema: ModelEma,
     pub(super) optimizer: Adam,
     pub(super) schedule: OneCycle,
@@ -87,7 +90,14 @@ impl Trainer {
     pub fn new(setup: TrainerSetup) -> Result<Self> {
         let TrainerSetup { config, run_dir, lock, group, mut network, train_loader, val_loader, resume, stop } = setup;
         let device = network.device();
+        if let (Some(mean), Some(std)) = (config.model.input_mean, config.model.input_std) {
+            network.set_input_normalization(mean, std)?;
+        }
+        let normalization = input_normalization(&network)?;
         network.freeze(&config.model.freeze)?;
+        if config.model.freeze_backbone {
+            network.freeze_backbone()?;
+        }
         if config.train.channels_last.enabled(device) {
             network.to_channels_last()?;
         }
@@ -129,6 +139,7 @@ impl Trainer {
             parallel,
             loss_scale,
             network,
+            normalization,
             ema,
             optimizer,
             schedule,

@@ -30,17 +30,16 @@ pub fn run_python(args: &[&str]) -> String {
 
 /// Exports a randomly initialised timm model with `models/export.py`.
 pub fn export_model(model: &str, classes: usize, size: usize, out: &Path) {
-    run_python(&[
-        "models/export.py",
-        "--model",
-        model,
-        "--num-classes",
-        &classes.to_string(),
-        "--img-size",
-        &size.to_string(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    export_model_with(model, classes, size, out, &[]);
+}
+
+/// [`export_model`] with more `models/export.py` arguments (`--head ml-decoder`).
+pub fn export_model_with(model: &str, classes: usize, size: usize, out: &Path, extra: &[&str]) {
+    let (classes, size) = (classes.to_string(), size.to_string());
+    let mut args = vec!["models/export.py", "--model", model, "--num-classes", &classes, "--img-size", &size];
+    args.extend(["--out", out.to_str().unwrap()]);
+    args.extend(extra);
+    run_python(&args);
 }
 
 /// Runs `model` on `input` (`[n, c, h, w]`, row-major f32) in Python and returns its flat output.

@@ -2,7 +2,8 @@
 
     python map_roundtrip.py MODEL INPUTS.u8 SIZE ANNOTATIONS.json
 
-Runs MODEL (torch.jit.load) on the saved u8 NHWC inputs and computes, in
+Runs MODEL (torch.jit.load) on the saved u8 NHWC inputs, scaled to [0, 1] and
+normalised by torchvision with the mean and std of MODEL's card, and computes, in
 numpy, asl's mAP definition: the reference's average precision, except that
 tied scores form one group (the reference leaves their order to argsort).
 Classes without positives are left out, as asl reports. Also gives the
@@ -16,6 +17,7 @@ import sys
 
 import numpy as np
 import torch
+from torchvision.transforms.functional import normalize
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "third_party"))
 from asl_reference import average_precision  # noqa: E402
@@ -49,7 +51,9 @@ def main():
     pixels = np.fromfile(inputs_path, dtype=np.uint8).reshape(-1, size, size, 3)
     model = torch.jit.load(model_path, map_location="cpu")
     model.eval()
-    x = torch.from_numpy(pixels).float().div(255).permute(0, 3, 1, 2)
+    with open(os.path.splitext(model_path)[0] + ".json") as f:
+        card = json.load(f)
+    x = normalize(torch.from_numpy(pixels).float().div(255).permute(0, 3, 1, 2), card["mean"], card["std"])
     # The same batches as `asl validate --batch-size 16`: a different batch size can pick other
     # convolution kernels, and near-tied scores would then rank differently.
     with torch.no_grad():

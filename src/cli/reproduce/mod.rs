@@ -7,7 +7,7 @@ mod report;
 
 use anyhow::{Context, Result};
 use asl::data::sources::{write_synthetic, SynthConfig};
-use asl::model::{export_timm, TimmExport};
+use asl::model::{export_timm, ModelConfig, TimmExport};
 use asl::train::{prepare, Observer, Outcome, RunOptions, TrainConfig, TrainEvent};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -108,15 +108,10 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
     write_synthetic(&data, &synth).with_context(|| format!("writing {}", data.display()))?;
     let entries = entries(&args.adaptive_targets);
     let mut results: Vec<Vec<RunResult>> = entries.iter().map(|_| Vec::new()).collect();
+    let network = ModelConfig { timm: "test_resnet".into(), ..ModelConfig::default() };
     for seed in 0..args.seeds {
         // One initialisation per seed, shared by every loss: a paired comparison.
-        let request = TimmExport {
-            model: "test_resnet",
-            weights: None,
-            classes: synth.classes,
-            image_size: synth.image_size,
-            seed,
-        };
+        let request = TimmExport { config: &network, classes: synth.classes, image_size: synth.image_size, seed };
         let model = export_timm(&request, &args.out.join(format!("models/seed{seed}")))?;
         for (i, entry) in entries.iter().enumerate() {
             println!("== {}, seed {seed}", entry.name);
