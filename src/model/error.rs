@@ -19,7 +19,8 @@ pub enum ModelError {
     NoCard { model: PathBuf, card: PathBuf },
     #[error(
         "the model card of {0} records no input mean and std: set model.input_mean and model.input_std (e.g. \
-         [0, 0, 0] and [1, 1, 1] for inputs in [0, 1]), or export again with models/export.py"
+         [0, 0, 0] and [1, 1, 1] for inputs in [0, 1]) when training, add \"mean\" and \"std\" to the card \
+         (models/README.md), or export again with models/export.py"
     )]
     NoNormalization(PathBuf),
     #[error("classifier parameter `{name}` not found in {path}; its parameters are named like {examples:?}")]
