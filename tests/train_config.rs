@@ -58,7 +58,7 @@ fn overrides_set_nested_keys_with_yaml_values() {
 
 #[test]
 fn bad_keys_types_and_values_name_the_key() {
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 10] = [
         (&["loss.gamma_nge=2"], "config key `loss`: unknown field `gamma_nge`"),
         (&["train.epochs=many"], "config key `train.epochs`: invalid type: string \"many\""),
         (&["loss.gamma_neg=-1"], "config key `loss.gamma_neg`: must be >= 0, got -1"),
@@ -68,6 +68,10 @@ fn bad_keys_types_and_values_name_the_key() {
         (&["loss.kind=hinge"], "config key `loss.kind`: unknown variant `hinge`"),
         (&["schedule.max_lr=0"], "config key `schedule.max_lr`: must be > 0, got 0"),
         (&["train.epochs"], "--set train.epochs: expected key=value"),
+        (
+            &["model.input_mean=[0, 0, 0]", "model.input_std=[1, 0, 1]"],
+            "config key `model.input_std`: every channel's std must be positive, got [1.0, 0.0, 1.0]",
+        ),
     ];
     for (overrides, expected) in cases {
         let err = demo_with(overrides).unwrap_err();

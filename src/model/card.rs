@@ -49,6 +49,14 @@ pub enum HeadLayout {
     MlDecoder { queries: String, group_weight: String, group_bias: String, max_groups: i64 },
 }
 
+/// Why `std` cannot normalise inputs (a zero, negative or non-finite
+/// channel would divide by it), or `None` when it can.
+pub fn std_problem(std: &[f64; 3]) -> Option<String> {
+    std.iter()
+        .any(|s| !(s.is_finite() && *s > 0.0))
+        .then(|| format!("every channel's std must be positive, got {std:?}"))
+}
+
 /// `model.pt` → `model.json`.
 pub fn card_path(model_path: &Path) -> PathBuf {
     model_path.with_extension("json")
@@ -81,10 +89,8 @@ impl ModelCard {
                 return bad(format!("{} class names for {} classes", names.len(), card.num_classes));
             }
         }
-        if let Some(std) = card.std {
-            if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-                return bad(format!("std is {std:?}; every channel's std must be positive"));
-            }
+        if let Some(problem) = card.std.as_ref().and_then(std_problem) {
+            return bad(problem);
         }
         Ok(card)
     }

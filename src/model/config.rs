@@ -1,5 +1,6 @@
 //! The `model` section of a run's config.
 
+use super::card::std_problem;
 use crate::config::{key_error, Validate};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -90,10 +91,8 @@ impl Validate for ModelConfig {
         if self.input_mean.is_some() != self.input_std.is_some() {
             return Err(key_error("model.input_mean", "input_mean and input_std are set together, or neither"));
         }
-        if let Some(std) = self.input_std {
-            if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-                return Err(key_error("model.input_std", format!("every channel's std must be positive, got {std:?}")));
-            }
+        if let Some(problem) = self.input_std.as_ref().and_then(std_problem) {
+            return Err(key_error("model.input_std", problem));
         }
         if self.decoder_embedding == 0 || !self.decoder_embedding.is_multiple_of(8) {
             let message =

@@ -2,7 +2,7 @@
 //! parameter groups for the optimizer, freezing, explicit train/eval
 //! mode, classifier reset, and atomic saving.
 
-use super::card::{card_path, HeadLayout, ModelCard};
+use super::card::{card_path, std_problem, HeadLayout, ModelCard};
 use super::error::{ModelError, Result};
 use crate::atomic::{write_atomically, write_bytes_atomically};
 use std::path::{Path, PathBuf};
@@ -85,8 +85,7 @@ impl Network {
 
     /// Overrides the card's input normalisation (saved with the network).
     pub fn set_input_normalization(&mut self, mean: [f64; 3], std: [f64; 3]) -> Result<()> {
-        if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-            let message = format!("std {std:?}: every channel's std must be positive");
+        if let Some(message) = std_problem(&std) {
             return Err(ModelError::BadCard { path: card_path(&self.path), message });
         }
         self.card.mean = Some(mean);
