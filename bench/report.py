@@ -38,13 +38,13 @@ def main():
     rows = [(k, v) for k, v in baselines.items() if not k.startswith("_")]
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch threads {baselines.get('_threads', '?')}")
-    print(f"{'benchmark':<28} {'asl (ms)':>12} {'baseline (ms)':>14} {'ratio':>8}")
+    print(f"{'benchmark':<42} {'asl (ms)':>12} {'baseline (ms)':>14} {'ratio':>8}")
     for bench_id, baseline_ns in rows:
         ours = ours_ns(bench_id, custom)
         if ours is None:
-            print(f"{bench_id:<28} {'not run':>12} {baseline_ns / 1e6:>14.3f} {'-':>8}")
+            print(f"{bench_id:<42} {'not run':>12} {baseline_ns / 1e6:>14.3f} {'-':>8}")
             continue
-        print(f"{bench_id:<28} {ours / 1e6:>12.3f} {baseline_ns / 1e6:>14.3f} {ours / baseline_ns:>8.3f}")
+        print(f"{bench_id:<42} {ours / 1e6:>12.3f} {baseline_ns / 1e6:>14.3f} {ours / baseline_ns:>8.3f}")
 
 
 if __name__ == "__main__":

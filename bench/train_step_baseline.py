@@ -1,38 +1,53 @@
 """PyTorch eager baseline of benches/train_step.rs: timm tresnet_m with the
 weights of the exported TorchScript file, batch 8 at 224 on CPU, timm's
 AsymmetricLossMultiLabel (4, 0, 0.05, focusing weights without gradient,
-sum), torch.optim.Adam with L2 1e-4. One warm-up step, then 3 timed.
+sum), torch.optim.Adam with L2 1e-4. Two warm-up steps, then 10 timed
+(as benches/train_step.rs).
 Writes {id: nanoseconds per image}.
+
+The default is plain PyTorch eager, as it comes. --same-settings
+gives eager what `asl train` does for itself on a CPU: channels-last
+weights and an NHWC batch; run it with glibc's malloc tuned as asl tunes it
+(GLIBC_TUNABLES, as `make bench` does), so the two steps compare like for like.
 """
 
 import argparse
 import json
+import os
 import time
 
 import timm
 import torch
 from timm_asl import reference_asl
 
-BATCH, STEPS = 8, 3
+BATCH, WARMUP, STEPS = 8, 2, 10
+BENCH_ID = "train_step/tresnet_m_224_b8"
+# asl's glibc malloc settings (src/host_memory.rs), for the --same-settings run.
+SAME_MALLOC = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483647"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", required=True, help="TorchScript file from models/export.py")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--same-settings", action="store_true", help="channels-last, as asl on a CPU (see above)")
     args = parser.parse_args()
+    if args.same_settings and os.environ.get("GLIBC_TUNABLES") != SAME_MALLOC:
+        parser.error(f"--same-settings needs GLIBC_TUNABLES={SAME_MALLOC}")
     scripted = torch.jit.load(args.model)
     model = timm.create_model("tresnet_m", num_classes=80)
     # The export keeps non-persistent buffers (blur filters) as parameters; eager timm rebuilds them.
     own = model.state_dict()
     model.load_state_dict({k: v for k, v in scripted.state_dict().items() if k in own})
     model.train()
+    if args.same_settings:
+        model = model.to(memory_format=torch.channels_last)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and not n.endswith(".bias")]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1 or n.endswith(".bias")]
     optimizer = torch.optim.Adam([{"params": decay, "weight_decay": 1e-4}, {"params": no_decay, "weight_decay": 0}], lr=1e-4)
     loss_fn = reference_asl()
     torch.manual_seed(0)
-    images = torch.rand(BATCH, 3, 224, 224)
+    images = torch.rand(BATCH, 224, 224, 3).permute(0, 3, 1, 2) if args.same_settings else torch.rand(BATCH, 3, 224, 224)
     targets = (torch.rand(BATCH, 80) < 0.04).float()
 
     def step():
@@ -40,14 +55,16 @@ def main():
         loss_fn(model(images), targets).backward()
         optimizer.step()
 
-    step()
+    for _ in range(WARMUP):
+        step()
     start = time.perf_counter()
     for _ in range(STEPS):
         step()
     ns = (time.perf_counter() - start) / (STEPS * BATCH) * 1e9
-    print(f"baseline train_step/tresnet_m_224_b8: {1e9 / ns:.2f} images/s ({torch.get_num_threads()} threads)")
+    bench_id = BENCH_ID + ("+same_settings" if args.same_settings else "")
+    print(f"baseline {bench_id}: {1e9 / ns:.2f} images/s ({torch.get_num_threads()} threads)")
     with open(args.out, "w") as f:
-        json.dump({"train_step/tresnet_m_224_b8": ns}, f)
+        json.dump({bench_id: ns}, f)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ pub mod curves;
 pub mod data;
 pub mod distributed;
 pub mod evaluate;
+pub mod host_memory;
 pub mod loss;
 pub mod metrics;
 pub mod model;

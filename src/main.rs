@@ -34,9 +34,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let host_memory = asl::host_memory::keep_freed_memory();
     let result = match cli.command {
         Command::LossCurves(args) => cli::loss_curves::run(&args),
-        Command::Info => cli::info::run(),
+        Command::Info => cli::info::run(host_memory),
         Command::Synth(args) => cli::synth::run(&args),
         Command::Train(args) => cli::train::run(&args),
         Command::Validate(args) => cli::validate::run(&args),
