@@ -54,8 +54,7 @@ bench: venv
 	$(PYTHON) bench/loss_baseline.py --out target/bench/loss_baseline.json
 	$(PYTHON) bench/pipeline_baseline.py --out target/bench/pipeline_baseline.json --workers 2
 	$(PYTHON) bench/train_step_baseline.py --model target/bench/tresnet_m_224.pt --out target/bench/train_step_baseline.json
-	GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483647 \
-	  $(PYTHON) bench/train_step_baseline.py --model target/bench/tresnet_m_224.pt --same-settings \
+	$(PYTHON) bench/train_step_baseline.py --model target/bench/tresnet_m_224.pt --same-settings \
 	  --out target/bench/train_step_same_settings_baseline.json
 	cargo build --release
 	$(PYTHON) bench/infer_baseline.py --model target/bench/tresnet_m_224.pt

@@ -6,14 +6,14 @@ sum), torch.optim.Adam with L2 1e-4. Two warm-up steps, then 10 timed
 Writes {id: nanoseconds per image}.
 
 The default is plain PyTorch eager, as it comes. --same-settings
-gives eager what `asl train` does for itself on a CPU: channels-last
-weights and an NHWC batch; run it with glibc's malloc tuned as asl tunes it
-(GLIBC_TUNABLES, as `make bench` does), so the two steps compare like for like.
+gives eager what `asl train` does for itself on a CPU, so the two steps
+compare like for like: freed host memory kept for reuse (the same mallopt
+calls as src/host_memory.rs), channels-last weights and an NHWC batch.
 """
 
 import argparse
+import ctypes
 import json
-import os
 import time
 
 import timm
@@ -22,18 +22,24 @@ from timm_asl import reference_asl
 
 BATCH, WARMUP, STEPS = 8, 2, 10
 BENCH_ID = "train_step/tresnet_m_224_b8"
-# asl's glibc malloc settings (src/host_memory.rs), for the --same-settings run.
-SAME_MALLOC = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483647"
+
+
+def keep_freed_memory():
+    """asl's glibc settings (src/host_memory.rs), by the same calls."""
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    if libc.mallopt(m_mmap_threshold, 32 << 20) != 1 or libc.mallopt(m_trim_threshold, 2**31 - 1) != 1:
+        raise SystemExit("glibc refused mallopt")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", required=True, help="TorchScript file from models/export.py")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--same-settings", action="store_true", help="channels-last, as asl on a CPU (see above)")
+    parser.add_argument("--same-settings", action="store_true", help="as asl on a CPU (see above)")
     args = parser.parse_args()
-    if args.same_settings and os.environ.get("GLIBC_TUNABLES") != SAME_MALLOC:
-        parser.error(f"--same-settings needs GLIBC_TUNABLES={SAME_MALLOC}")
+    if args.same_settings:
+        keep_freed_memory()
     scripted = torch.jit.load(args.model)
     model = timm.create_model("tresnet_m", num_classes=80)
     # The export keeps non-persistent buffers (blur filters) as parameters; eager timm rebuilds them.

@@ -6,9 +6,8 @@
 //! time, so each step pays their page faults and the kernel's zeroing again.
 //! PyTorch's CPU tuning guides preload jemalloc or tcmalloc against this.
 //! glibc does the same when its mmap threshold is at its maximum and the heap
-//! is never trimmed. On the 2-core development machine that made the CPU
-//! train step of `tresnet_m` about 10% faster (see the README's benchmarks).
-//! The price is that the process keeps its peak heap until it exits.
+//! is never trimmed; the README's benchmarks give what that is worth to the
+//! CPU train step. The price is that the process keeps its peak heap until it exits.
 
 /// What [`keep_freed_memory`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
