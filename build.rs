@@ -5,10 +5,18 @@
 //! torch-sys links libtorch but embeds no rpath, and the linker's default
 //! `--as-needed` drops `libtorch_cuda.so` because no symbol of ours names it
 //! directly, so CUDA would never be reported available (tch-rs #907, #980).
+//!
+//! It also tells the tests what this machine has that some of them need
+//! (the real COCO slice beside the checkout, strace), so that those tests
+//! are reported as ignored, with the reason, rather than passing unrun.
 
 use std::path::{Path, PathBuf};
 
+/// The real COCO slice the data tests read, outside the repository.
+const COCO_MINI: &str = "../shared/data/coco-mini/annotations/instances_val2017.json";
+
 fn main() {
+    detect_test_prerequisites();
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     println!("cargo:rerun-if-changed=src/native");
@@ -20,6 +28,30 @@ fn main() {
     println!("cargo:rustc-link-arg=-ltorch");
     println!("cargo:rustc-link-arg=-Wl,--as-needed");
     compile_native(Path::new(&lib_dir));
+}
+
+/// `cfg(asl_coco_mini)` and `cfg(asl_strace)` where they are present. The
+/// deepest existing folder on the way to the slice is watched, so that the
+/// slice's arrival reruns this script; a path that does not exist is never
+/// named, since cargo would then rerun the script (and recompile the native
+/// layer) on every build.
+fn detect_test_prerequisites() {
+    println!("cargo::rustc-check-cfg=cfg(asl_coco_mini)");
+    println!("cargo::rustc-check-cfg=cfg(asl_strace)");
+    let target = Path::new(COCO_MINI);
+    // The deepest folder that exists changes when the next one down appears.
+    if let Some(deepest) = target.ancestors().skip(1).find(|p| !p.as_os_str().is_empty() && p.is_dir()) {
+        println!("cargo:rerun-if-changed={}", deepest.display());
+    }
+    if target.is_file() {
+        println!("cargo:rerun-if-changed={COCO_MINI}");
+        println!("cargo:rustc-cfg=asl_coco_mini");
+    }
+    println!("cargo:rerun-if-env-changed=PATH");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|dir| dir.join("strace").is_file()) {
+        println!("cargo:rustc-cfg=asl_strace");
+    }
 }
 
 /// `src/native/*.cpp` with torch-sys's own flags, against the wheel's

@@ -6,7 +6,12 @@
 #   2. the same under torchrun --nproc-per-node=1 (NCCL), gradient buckets
 #      of 25 MiB (PyTorch's default), then 1 and 100 MiB (a bucket sweep).
 # Each run trains EPOCHS epochs on coco-mini's train split repeated TIMES
-# times; the last epoch's images/s is compared. Environment overrides (for
+# times; the last epoch's images/s is compared.
+#   3. Where 2 GPUs exist: 2 NCCL ranks, rank 1 stopped with SIGSTOP after
+#      the first checkpoint (alive, sockets open, heartbeat silent); rank 0
+#      must exit non-zero naming "lost rank 1" within the heartbeat timeout
+#      (HEARTBEAT, 10 s) plus 2 s. With one GPU it says so and skips.
+# Environment overrides (for
 # a CPU smoke test, where torchrun's group is Gloo): MODEL SIZE BATCH
 # THREADS TIMES EPOCHS DEVICE PY STAGE WORK OUT.
 set -u -o pipefail
@@ -47,3 +52,33 @@ for name, label in [("nccl_25", "NCCL world 1, 25 MiB"), ("nccl_1", "NCCL world 
     speed = last(name)["images_per_second"]
     print(f"{label:26s} {speed:8.1f} img/s   overhead {100 * (plain / speed - 1):+.1f}%")
 PY
+
+# 3. A lost rank named on NCCL (2 GPUs or more).
+GPUS=$($PY -c 'import torch; print(torch.cuda.device_count())')
+HEARTBEAT=${HEARTBEAT:-10}
+if [ "$DEVICE" = cuda ] && [ "$GPUS" -ge 2 ]; then
+  PORT=$((29500 + RANDOM % 1000))
+  pids=()
+  for rank in 0 1; do
+    RANK=$rank WORLD_SIZE=2 LOCAL_RANK=$rank LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$PORT \
+      "$STAGE/asl" train --config configs/coco.yaml --data "$WORK/coco" --runs "$WORK/runs" --no-progress \
+      --set name=lost --set model.path="$WORK/model.pt" --set device=cuda --set data.image_size="$SIZE" \
+      --set data.batch_size="$BATCH" --set data.val_batch_size="$BATCH" --set data.threads="$THREADS" \
+      --set train.epochs=40 --set distributed.heartbeat_timeout_s="$HEARTBEAT" >"$OUT/lost_rank$rank.log" 2>&1 &
+    pids+=($!)
+  done
+  until [ -f "$WORK/runs/lost/checkpoints/last/state.json" ] || ! kill -0 "${pids[0]}" 2>/dev/null; do sleep 1; done
+  kill -STOP "${pids[1]}"
+  stopped=$(date +%s.%N)
+  wait "${pids[0]}"; status=$?
+  elapsed=$(awk -v a="$(date +%s.%N)" -v b="$stopped" 'BEGIN { printf "%.1f", a - b }')
+  kill -KILL "${pids[1]}"
+  if [ $status -ne 0 ] && grep -q "lost rank 1" "$OUT/lost_rank0.log" && \
+     awk -v e="$elapsed" -v h="$HEARTBEAT" 'BEGIN { exit !(e < h + 2) }'; then
+    echo "NCCL lost rank: named in ${elapsed} s (heartbeat timeout ${HEARTBEAT} s): PASS" | tee -a "$OUT/dist_summary.txt"
+  else
+    echo "NCCL lost rank: status $status after ${elapsed} s: FAIL (see lost_rank0.log)" | tee -a "$OUT/dist_summary.txt"
+  fi
+else
+  echo "NCCL lost rank: skipped, $GPUS GPU(s) here (needs 2)" | tee -a "$OUT/dist_summary.txt"
+fi

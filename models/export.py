@@ -1,7 +1,7 @@
 """Export a timm classifier to TorchScript for asl to train from Rust.
 
-    python models/export.py --model tresnet_m --num-classes 80 --img-size 224 \
-        --out models/tresnet_m.pt [--weights FILE] [--class-names names.txt] \
+    asl export --model tresnet_m --num-classes 80 --img-size 224 \
+        --out models/tresnet_m.pt [--weights hf-hub:timm/<model>.<tag> | FILE] [--class-names names.txt] \
         [--head ml-decoder [--decoder-embedding 768] [--num-groups 100]]
 
 Writes OUT (a torch.jit.script module with `forward(x) -> logits` and
@@ -13,34 +13,51 @@ pretrained config and, when known, the class names.
 Heads: `linear` is timm's own (global average pooling and a linear layer);
 `ml-decoder` replaces both with ML-Decoder (models/ml_decoder.py).
 
-Weights: a timm state dict (.pth/.pt or .safetensors), the ASL model-zoo
-format {'model': state_dict, 'num_classes', 'idx_to_class'} whose InPlace-ABN
-keys are remapped to timm's BatchNorm layout, or an official ML-Decoder
-checkpoint, whose head keys are renamed to ours. Head tensors whose shape
-differs (another class count) are left at their initialisation. Nothing is
-downloaded: without --weights the network is randomly initialised, with a
-warning.
+Weights (--weights): timm's hub syntax, `hf-hub:timm/<model>.<tag>`, resolved
+into the standard Hugging Face cache (models/hub.py), or a local file: a timm
+state dict (.safetensors, .pth/.pt), the ASL model-zoo format {'model':
+state_dict, 'num_classes', 'idx_to_class'} whose InPlace-ABN keys are remapped
+to timm's BatchNorm layout, or an official ML-Decoder checkpoint, whose head
+keys are renamed to ours. Pickled files are read with torch.load(weights_only=
+True), which runs no code; a file that needs full unpickling is refused unless
+--trust-pickle says its source is trusted. Head tensors whose shape differs
+(another class count) are left at their initialisation. Without --weights the
+network is randomly initialised. The card records where the weights came
+from: hub id, snapshot revision, file and SHA-256.
 """
 
 import argparse
 import json
 import os
+import pickle
 import sys
 import tempfile
-import warnings
 
 import timm
 import torch
 
+import hub
 import ml_decoder
 
 
-def load_state_dict(path):
+def unpickle(path, trust_pickle):
+    """torch.load without running the file's code, unless the user vouches for it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not trust_pickle:
+            first_line = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            sys.exit(f"error: {path} needs full unpickling, which can run arbitrary code ({first_line}). "
+                     f"If you trust its source, pass --trust-pickle (model.trust_pickle: true in asl train)")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load_state_dict(path, trust_pickle=False):
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
         return load_file(path), None
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = unpickle(path, trust_pickle)
     class_names = None
     if isinstance(checkpoint, dict) and "model" in checkpoint:
         idx_to_class = checkpoint.get("idx_to_class")
@@ -63,10 +80,10 @@ def remap_for_timm(model_name, state_dict, model):
     return state_dict
 
 
-def apply_weights(model, model_name, path):
+def apply_weights(model, model_name, path, trust_pickle=False):
     """Loads `path` into `model` (a timm model, or a backbone WithHead);
     returns the checkpoint's class names when its whole head was loaded."""
-    state_dict, class_names = load_state_dict(path)
+    state_dict, class_names = load_state_dict(path, trust_pickle)
     head_state = {}
     if ml_decoder.is_official(state_dict):
         try:
@@ -119,11 +136,43 @@ def buffers_to_parameters(model):
     return moved
 
 
-def build(args):
-    """The timm model, or its backbone (classifier removed) WithHead ML-Decoder."""
+def resolve_weights(args):
+    """The local weight file, the timm name whose pretrained config describes it (`tresnet_l.miil_in1k_448`,
+    or the bare model name), that config when it comes from the hub repo rather than timm, and the card's
+    record of the weights' origin."""
+    if not args.weights:
+        return None, args.model, None, None
+    if not hub.is_reference(args.weights):
+        if not os.path.isfile(args.weights):
+            sys.exit(f"error: --weights {args.weights}: no such file")
+        return args.weights, args.model, None, {"file": os.path.abspath(args.weights), "sha256": hub.sha256_of(args.weights)}
+    try:
+        repo_id, _ = hub.split(args.weights)
+        tag = hub.timm_tag(repo_id)
+        if tag and tag.split(".")[0] != args.model:
+            raise hub.HubError(f"{args.weights} holds {tag.split('.')[0]} weights, not {args.model}")
+        known = tag in timm.list_pretrained()
+        resolved = hub.resolve(args.weights, read_config=not known)
+    except hub.HubError as e:
+        sys.exit(f"error: {e}")
+    if resolved.architecture and resolved.architecture != args.model:
+        sys.exit(f"error: {args.weights} holds {resolved.architecture} weights, not {args.model}")
+    if not known and resolved.pretrained_cfg is None:
+        print(f"note: timm does not know {args.weights} and its repo has no config.json: "
+              f"mean/std are {args.model}'s defaults", file=sys.stderr)
+    name = tag if known else args.model
+    origin = {"hub_id": resolved.repo_id, "revision": resolved.revision, "file": resolved.file,
+              "sha256": resolved.sha256, "source": args.weights}
+    return resolved.path, name, resolved.pretrained_cfg, origin
+
+
+def build(args, name, pretrained_cfg):
+    """The timm model, or its backbone (classifier removed) WithHead ML-Decoder. `name` may carry a pretrained
+    tag, whose config (mean, std, input size) the model then reports."""
+    options = {"pretrained_cfg": pretrained_cfg} if pretrained_cfg else {}
     if args.head == "linear":
-        return timm.create_model(args.model, pretrained=False, num_classes=args.num_classes)
-    backbone = timm.create_model(args.model, pretrained=False, num_classes=0)
+        return timm.create_model(name, pretrained=False, num_classes=args.num_classes, **options)
+    backbone = timm.create_model(name, pretrained=False, num_classes=0, **options)
     head = ml_decoder.MLDecoderHead(backbone.num_features, args.num_classes, args.num_groups, args.decoder_embedding)
     return ml_decoder.WithHead(backbone, head)
 
@@ -137,11 +186,15 @@ def head_layout(args, head_names):
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=os.environ.get("ASL_EXPORT_PROG"), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="timm model name, e.g. tresnet_m, tresnet_l, test_resnet")
     parser.add_argument("--num-classes", type=int, required=True)
     parser.add_argument("--img-size", type=int, default=224, help="square input size S (TResNet: a multiple of 32)")
-    parser.add_argument("--weights", help="local timm or ASL model-zoo checkpoint")
+    parser.add_argument("--weights", help="hf-hub:<org>/<name>[@<revision>] (e.g. hf-hub:timm/tresnet_l.miil_in1k_448), "
+                        "or a local timm, ASL model-zoo or ML-Decoder checkpoint")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow a --weights file that needs full unpickling (it can run code: trusted files only)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the download progress bar")
     parser.add_argument("--class-names", help="text file with one class name per line")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
     parser.add_argument("--head", choices=["linear", "ml-decoder"], default="linear",
@@ -160,16 +213,21 @@ def main():
     if args.decoder_embedding < 1 or args.num_groups < 1 or args.decoder_embedding % ml_decoder.HEADS:
         sys.exit(f"error: --decoder-embedding must be a positive multiple of {ml_decoder.HEADS} "
                  f"and --num-groups positive, got {args.decoder_embedding} and {args.num_groups}")
+    if args.no_progress:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    weights, name, pretrained_cfg, origin = resolve_weights(args)
     torch.manual_seed(args.seed)
-    model = build(args)
+    model = build(args, name, pretrained_cfg)
     backbone = model.backbone if args.head == "ml-decoder" else model
     class_names = None
-    if args.weights:
-        class_names = apply_weights(model, args.model, args.weights)
+    if weights:
+        class_names = apply_weights(model, args.model, weights, args.trust_pickle)
         if class_names is not None and len(class_names) != args.num_classes:
             class_names = None
     else:
-        warnings.warn(f"no --weights given: {args.model} is randomly initialised (seed {args.seed})")
+        print(f"note: no --weights given: {args.model} is randomly initialised (seed {args.seed})", file=sys.stderr)
     if args.class_names:
         with open(args.class_names) as f:
             class_names = [line.strip() for line in f if line.strip()]
@@ -203,6 +261,7 @@ def main():
         "feature_shape": list(features.shape[1:]),
         "state_as_parameters": state_names,
         "pretrained": bool(args.weights),
+        "weights": origin and {**origin, "pretrained_input_size": list(backbone.pretrained_cfg.get("input_size") or [])},
         "torch": torch.__version__,
         "timm": timm.__version__,
     }

@@ -10,12 +10,18 @@ use std::path::Path;
 /// Calls `write` on a fresh temporary path in `path`'s directory (unique
 /// per call, so concurrent writers never share it), fsyncs what it wrote,
 /// renames it over `path` and fsyncs the directory. On failure the
-/// temporary file is removed and `path` is untouched.
+/// temporary file is removed and `path` is untouched. The file gets the
+/// permissions `open(2)` would give a new file (0666 less the umask), not
+/// a temporary file's private 0600, so that teammates on shared storage
+/// can read checkpoints as they read everything else the user writes.
 pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
     let dir = parent(path);
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(dir)?;
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let tmp = builder.prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(dir)?;
     write(tmp.path())?;
     // The writer may have written through its own handle (libtorch does), so sync by path.
     File::open(tmp.path())?.sync_all()?;

@@ -28,24 +28,29 @@ enum Command {
     Reproduce(cli::reproduce::ReproduceArgs),
     /// Write the built-in synthetic multi-label dataset (coloured shapes, COCO format).
     Synth(cli::synth::SynthArgs),
-    /// Print the libtorch build, thread count and CUDA devices in use.
-    Info,
+    /// Export a timm model (random, hub or local weights) to TorchScript with its card: models/export.py
+    /// run by the project's python, with that script's flags (`asl export --help`).
+    Export(cli::export::ExportArgs),
+    /// Print the libtorch build, thread count and CUDA devices in use; with --model, a model's card and
+    /// where its weights came from.
+    Info(cli::info::InfoArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let host_memory = asl::host_memory::keep_freed_memory();
     let result = match cli.command {
-        Command::LossCurves(args) => cli::loss_curves::run(&args),
-        Command::Info => cli::info::run(host_memory),
-        Command::Synth(args) => cli::synth::run(&args),
         Command::Train(args) => cli::train::run(&args),
-        Command::Validate(args) => cli::validate::run(&args),
-        Command::Infer(args) => cli::infer::run(&args),
-        Command::Reproduce(args) => cli::reproduce::run(&args),
+        Command::LossCurves(args) => cli::loss_curves::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Info(args) => cli::info::run(&args, host_memory).map(|()| ExitCode::SUCCESS),
+        Command::Export(args) => cli::export::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Synth(args) => cli::synth::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Validate(args) => cli::validate::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Infer(args) => cli::infer::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Reproduce(args) => cli::reproduce::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             // Under torchrun or srun every rank reports its own failure.
             match asl::distributed::Launch::from_env() {

@@ -130,7 +130,7 @@ fn bad_model_files_and_sizes_are_named_errors() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.pt");
     let err = Network::load(&missing, Device::Cpu).unwrap_err().to_string();
-    assert!(err.contains("nope.pt does not exist") && err.contains("models/export.py"), "{err}");
+    assert!(err.contains("nope.pt does not exist") && err.contains("asl export --model"), "{err}");
 
     let garbage = dir.path().join("garbage.pt");
     std::fs::write(&garbage, b"not a zip archive").unwrap();
@@ -149,7 +149,7 @@ fn bad_model_files_and_sizes_are_named_errors() {
     ]);
     let err = Network::load(&fixed, Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("fixed.pt has no model card") && err.contains("fixed.json"), "{err}");
-    assert!(err.contains("python models/export.py") && err.contains("models/README.md"), "{err}");
+    assert!(err.contains("asl export --model NAME") && err.contains("models/README.md"), "{err}");
     // A hand-written card that names no head and no normalisation.
     let card = r#"{"model": "traced", "input_size": 8, "num_features": 192, "num_classes": 2, "classifier": []}"#;
     std::fs::write(asl::model::card_path(&fixed), card).unwrap();

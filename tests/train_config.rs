@@ -2,7 +2,7 @@
 //! types and values stop start-up naming the key path.
 
 use asl::loss::LossConfig as LossSection;
-use asl::model::HeadKind;
+use asl::model::{HeadKind, ModelConfig};
 use asl::train::OneCycle;
 use asl::train::{OptimizerKind, TrainConfig};
 use std::path::Path;
@@ -24,6 +24,9 @@ fn every_shipped_recipe_parses_and_validates() {
     }
     let coco = TrainConfig::load(Path::new("configs/coco.yaml"), &[]).unwrap();
     assert_eq!((coco.model.timm.as_str(), coco.data.image_size), ("tresnet_l", 448));
+    // The paper starts from MIIL's ImageNet TResNet-L at 448; the demo needs no network.
+    assert_eq!(coco.model.weights.as_ref().unwrap().to_string(), "hf-hub:timm/tresnet_l.miil_in1k_448");
+    assert_eq!(TrainConfig::load(Path::new("configs/demo.yaml"), &[]).unwrap().model.weights, None);
     assert_eq!((coco.train.epochs, coco.schedule.scheduled_epochs, coco.train.ema_decay), (40, 80, 0.9997));
     let LossSection::Asymmetric(loss) = &coco.loss else { panic!("coco trains the multi-label ASL") };
     assert_eq!((loss.gamma_neg, loss.gamma_pos, loss.clip), (4.0, 0.0, 0.05));
@@ -32,10 +35,12 @@ fn every_shipped_recipe_parses_and_validates() {
     assert_eq!(loss.adaptive.unwrap().target_delta, 0.1);
     // The published ML-Decoder settings.
     let decoder = TrainConfig::load(Path::new("configs/coco-ml-decoder.yaml"), &[]).unwrap();
+    // ML-Decoder's TResNet-L is timm's tresnet_v2_l, from its ImageNet-21k weights.
     assert_eq!(
         (decoder.model.timm.as_str(), decoder.model.head, decoder.data.image_size),
-        ("tresnet_l", HeadKind::MlDecoder, 448)
+        ("tresnet_v2_l", HeadKind::MlDecoder, 448)
     );
+    assert_eq!(decoder.model.weights.unwrap().to_string(), "hf-hub:timm/tresnet_v2_l.miil_in21k");
     assert_eq!((decoder.model.decoder_embedding, decoder.model.num_groups), (768, 100));
     assert_eq!(
         (decoder.schedule.max_lr, decoder.optimizer.weight_decay, decoder.optimizer.kind),
@@ -58,7 +63,13 @@ fn overrides_set_nested_keys_with_yaml_values() {
 
 #[test]
 fn bad_keys_types_and_values_name_the_key() {
-    let cases: [(&[&str], &str); 10] = [
+    let cases: [(&[&str], &str); 12] = [
+        (
+            &["model.weights=hf-hub:timm/tresnet_l.miil_in1k_448"],
+            "config key `model.weights`: hf-hub:timm/tresnet_l.miil_in1k_448 holds tresnet_l weights but model.timm \
+             is test_resnet; set model.timm=tresnet_l, or other weights",
+        ),
+        (&["model.weights=hf-hub:tresnet_l"], "config key `model.weights`: `hf-hub:tresnet_l` is not a hub reference"),
         (&["loss.gamma_nge=2"], "config key `loss`: unknown field `gamma_nge`"),
         (&["train.epochs=many"], "config key `train.epochs`: invalid type: string \"many\""),
         (&["loss.gamma_neg=-1"], "config key `loss.gamma_neg`: must be >= 0, got -1"),
@@ -120,7 +131,11 @@ fn printed_config_documents_every_key_and_reads_back_the_same() {
 #[test]
 fn recipes_state_only_differences_from_the_paper_defaults() {
     let coco = TrainConfig::load(Path::new("configs/coco.yaml"), &[]).unwrap();
-    assert_eq!(coco, TrainConfig { name: "coco-tresnet-l".into(), ..TrainConfig::default() });
+    // The pretrained weights are the recipe's, not a default: a library user's config never reaches the
+    // network unasked.
+    let weights = Some("hf-hub:timm/tresnet_l.miil_in1k_448".to_string().try_into().unwrap());
+    let model = ModelConfig { weights, ..ModelConfig::default() };
+    assert_eq!(coco, TrainConfig { name: "coco-tresnet-l".into(), model, ..TrainConfig::default() });
     // A nested key left out keeps its default; a loss of another kind replaces the section.
     let config = demo_with(&["loss={kind: single_label, gamma_neg: 2}"]).unwrap();
     let LossSection::SingleLabel(single) = config.loss else { panic!("{:?}", config.loss) };

@@ -1,9 +1,46 @@
-//! `asl info`: which libtorch this binary loaded and which devices it sees.
+//! `asl info`: which libtorch this binary loaded and which devices it
+//! sees; with `--model`, what a model's card says, where its weights came
+//! from included.
 
 use anyhow::Result;
 use asl::host_memory::HostMemory;
+use asl::model::{ModelCard, MODEL_FILE};
+use clap::Args;
+use std::path::{Path, PathBuf};
 
-pub fn run(host_memory: HostMemory) -> Result<()> {
+#[derive(Args)]
+pub struct InfoArgs {
+    /// A TorchScript model (.pt, with its .json card beside it) or a checkpoint directory: print its card.
+    #[arg(long)]
+    model: Option<PathBuf>,
+}
+
+pub fn run(args: &InfoArgs, host_memory: HostMemory) -> Result<()> {
+    match &args.model {
+        Some(model) => print_card(model),
+        None => print_runtime(host_memory),
+    }
+}
+
+fn print_card(model: &Path) -> Result<()> {
+    let file = if model.is_dir() { model.join(MODEL_FILE) } else { model.to_path_buf() };
+    let card = ModelCard::load_beside(&file)?;
+    println!("model: {} ({})", card.model, file.display());
+    println!("classes: {}{}", card.num_classes, if card.class_names.is_some() { ", named" } else { "" });
+    println!("input size: {}", card.input_size);
+    let show = |v: Option<[f64; 3]>| v.map_or_else(|| "(none)".to_string(), |v| format!("{v:?}"));
+    println!("input mean: {}, std: {}", show(card.mean), show(card.std));
+    match &card.weights {
+        Some(origin) => println!("weights: {origin}"),
+        None if card.extra.get("pretrained").and_then(|v| v.as_bool()) == Some(true) => {
+            println!("weights: pretrained (exported before the card recorded their origin)")
+        }
+        None => println!("weights: random initialisation"),
+    }
+    Ok(())
+}
+
+fn print_runtime(host_memory: HostMemory) -> Result<()> {
     println!("asl {}", env!("CARGO_PKG_VERSION"));
     println!("libtorch: {}", loaded_libtorch().unwrap_or_else(|| "(not found in /proc/self/maps)".into()));
     println!("libtorch threads: {}", tch::get_num_threads());

@@ -2,14 +2,16 @@
 //! and run the library's trainer.
 
 use super::console::{cell, Console};
+use super::signals::{stop_flag, STOPPED_ON_REQUEST};
 use anyhow::{bail, Context, Result};
-use asl::distributed::Launch;
+use asl::config::first_difference;
+use asl::distributed::{Launch, LostRank, LostRankHandler};
 use asl::monitor::TensorBoard;
 use asl::train::checkpoint::{read_checkpoint, resolve_checkpoint, run_dir_of, EpochRecord};
 use asl::train::{prepare, Observer, Outcome, RunOptions, TrainConfig};
 use clap::Args;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Args)]
@@ -26,12 +28,18 @@ pub struct TrainArgs {
     overrides: Vec<String>,
     /// Continue a run: its directory (checkpoints/last is used) or one of its checkpoint directories. New
     /// checkpoints go into that run, wherever asl is started from.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "auto_resume")]
     resume: Option<PathBuf>,
+    /// With --config: continue runs/<name> from its last checkpoint when it has one (refused when its saved
+    /// config differs, naming the first key that does), else start it. The same command line then serves a
+    /// first start, a requeued Slurm job and a torchrun restart; restarts by torchrun (--max-restarts) do
+    /// this without the flag.
+    #[arg(long)]
+    auto_resume: bool,
     /// Where new run directories are created (runs/<name>).
     #[arg(long, default_value = "runs")]
     runs: PathBuf,
-    /// Hide progress bars (summary lines are still printed).
+    /// Hide progress bars, the pretrained-weights download's included (summary lines are still printed).
     #[arg(long)]
     no_progress: bool,
     /// Stop at the first unreadable image instead of skipping it (data.strict).
@@ -42,32 +50,32 @@ pub struct TrainArgs {
     print_config: bool,
 }
 
-pub fn run(args: &TrainArgs) -> Result<()> {
-    let (config, resume) = resolve_config(args)?;
+pub fn run(args: &TrainArgs) -> Result<ExitCode> {
+    let launch = Launch::from_env()?;
+    let (config, resume) = resolve_config(args, launch.as_ref())?;
     if args.print_config {
         print!("{}", config.to_annotated_yaml());
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     let run_dir = match &resume {
         Some(checkpoint) => run_dir_of(checkpoint)?,
         None => args.runs.join(&config.name),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    ctrlc::set_handler(move || {
-        eprintln!("\nCtrl-C: finishing the current step and writing a checkpoint (press again to abort)");
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-    })?;
+    let stop = stop_flag()?;
     // Under torchrun only rank 0 reports; the others print nothing but their errors.
-    let launch = Launch::from_env()?;
     let main = launch.as_ref().is_none_or(Launch::is_main);
     let mut observers: Vec<Box<dyn Observer>> = Vec::new();
     if main {
         observers.push(Box::new(Console::new(!args.no_progress)));
     }
-    let options = RunOptions { run_dir: run_dir.clone(), resume, stop, launch };
+    let options = RunOptions {
+        run_dir: run_dir.clone(),
+        resume,
+        stop,
+        launch,
+        progress: !args.no_progress,
+        on_lost_rank: Some(exit_on_lost_rank()),
+    };
     let mut trainer = prepare(config, options, &mut observers)?;
     if main {
         let tensorboard = TensorBoard::new(&run_dir.join("tensorboard"), |message| eprintln!("warning: {message}"))?;
@@ -75,26 +83,39 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     }
     let outcome = trainer.run(&mut observers)?;
     drop(observers);
-    if !main {
-        return Ok(());
-    }
     match outcome {
         Outcome::Finished { history, best_epoch, best_map } => {
-            print_table(&history, best_epoch, best_map);
-            println!("checkpoints in {}; TensorBoard: make tensorboard", run_dir.join("checkpoints").display());
+            if main {
+                print_table(&history, best_epoch, best_map);
+                println!("checkpoints in {}; TensorBoard: make tensorboard", run_dir.join("checkpoints").display());
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Outcome::Interrupted { checkpoint } => {
-            println!(
-                "stopped; checkpoint written to {}. Continue with: asl train --resume {}",
-                checkpoint.display(),
-                run_dir.display()
-            );
+            if main {
+                println!(
+                    "stopped on request; checkpoint written to {}. Continue with: asl train --resume {} (or the same \
+                     command with --auto-resume)",
+                    checkpoint.display(),
+                    run_dir.display()
+                );
+            }
+            Ok(ExitCode::from(STOPPED_ON_REQUEST))
         }
     }
-    Ok(())
 }
 
-fn resolve_config(args: &TrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
+/// A peer that stopped beating while this rank waited on it: the library
+/// has aborted the process group; name the rank and end the process, as
+/// nothing else would free a rank blocked in a Gloo collective.
+fn exit_on_lost_rank() -> LostRankHandler {
+    LostRankHandler(Arc::new(|lost: &LostRank| {
+        eprintln!("rank {}: error: {lost}", lost.rank);
+        std::process::exit(1);
+    }))
+}
+
+fn resolve_config(args: &TrainArgs, launch: Option<&Launch>) -> Result<(TrainConfig, Option<PathBuf>)> {
     let mut overrides = args.overrides.clone();
     if args.strict {
         overrides.push("data.strict=true".into());
@@ -104,7 +125,13 @@ fn resolve_config(args: &TrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
     }
     let Some(resume) = &args.resume else {
         let path = args.config.as_ref().context("--config is required without --resume")?;
-        return Ok((TrainConfig::load(path, &overrides)?, None));
+        let config = TrainConfig::load(path, &overrides)?;
+        let restarted = launch.is_some_and(|l| l.attempt > 0);
+        if args.auto_resume || restarted {
+            let last = auto_resume(&config, &args.runs.join(&config.name))?;
+            return Ok((config, last));
+        }
+        return Ok((config, None));
     };
     if let Some(path) = &args.config {
         bail!(
@@ -117,6 +144,25 @@ fn resolve_config(args: &TrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
     let (_, saved) = read_checkpoint(&dir)?;
     let config = TrainConfig::from_yaml(&saved.to_yaml(), "the checkpoint's config", &overrides)?;
     Ok((config, Some(dir)))
+}
+
+/// The run's last checkpoint when it has one and was started with this
+/// same config; `None` when there is none yet (the run starts).
+fn auto_resume(config: &TrainConfig, run_dir: &Path) -> Result<Option<PathBuf>> {
+    let Ok(last) = resolve_checkpoint(run_dir) else { return Ok(None) };
+    let (_, saved) = read_checkpoint(&last)?;
+    if let Some(d) = first_difference(&saved, config) {
+        bail!(
+            "cannot auto-resume {}: its config differs from this one at {} ({} there, {} here). Continue it with \
+             --resume {} (which keeps its config and takes --set changes), or start a new run with --set name=...",
+            run_dir.display(),
+            d.key,
+            d.left,
+            d.right,
+            run_dir.display()
+        );
+    }
+    Ok(Some(last))
 }
 
 fn print_table(history: &[EpochRecord], best_epoch: Option<usize>, best_map: Option<f64>) {

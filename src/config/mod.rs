@@ -75,6 +75,34 @@ pub fn to_yaml<T: Serialize>(config: &T) -> String {
     serde_yaml::to_string(config).expect("a config always serializes")
 }
 
+/// Where two configs first differ, in document order: the key path and
+/// its value in each (as inline YAML), or `None` when they are the same.
+pub fn first_difference<T: Serialize>(a: &T, b: &T) -> Option<Difference> {
+    let value = |c: &T| serde_yaml::to_value(c).expect("a config always serializes");
+    difference(&value(a), &value(b), String::new())
+}
+
+/// A key whose value differs between two configs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    pub key: String,
+    pub left: String,
+    pub right: String,
+}
+
+fn difference(a: &Value, b: &Value, key: String) -> Option<Difference> {
+    if let (Value::Mapping(x), Value::Mapping(y)) = (a, b) {
+        let keys = x.keys().chain(y.keys().filter(|k| !x.contains_key(*k)));
+        return keys.into_iter().find_map(|k| {
+            let name = k.as_str().map_or_else(|| format!("{k:?}"), str::to_string);
+            let path = if key.is_empty() { name } else { format!("{key}.{name}") };
+            difference(x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), path)
+        });
+    }
+    let inline = |v: &Value| serde_yaml::to_string(v).map_or_else(|_| format!("{v:?}"), |s| s.trim().to_string());
+    (a != b).then(|| Difference { key, left: inline(a), right: inline(b) })
+}
+
 fn deserialize<T: DeserializeOwned>(value: Value) -> Result<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let key = e.path().to_string();
@@ -139,6 +167,17 @@ mod tests {
         let config = resolve_text("inner: {label: recipe}", &["count=3", "inner.rate=2"]).unwrap();
         assert_eq!(config, Outer { count: 3, inner: Inner { rate: 2.0, label: "recipe".into() } });
         assert_eq!(resolve_text("", &[]).unwrap(), Outer::default());
+    }
+
+    #[test]
+    fn the_first_difference_names_the_nested_key_and_both_values() {
+        let a = resolve_text("", &["inner.rate=2", "count=1"]).unwrap();
+        let b = resolve_text("", &["inner.rate=3", "count=2"]).unwrap();
+        let d = first_difference(&a, &b).unwrap();
+        assert_eq!((d.key.as_str(), d.left.as_str(), d.right.as_str()), ("count", "1", "2"));
+        let c = resolve_text("", &["inner.rate=3", "count=1"]).unwrap();
+        assert_eq!(first_difference(&a, &c).unwrap().key, "inner.rate");
+        assert_eq!(first_difference(&a, &a), None);
     }
 
     #[test]

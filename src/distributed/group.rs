@@ -4,8 +4,11 @@
 
 use super::error::{DistError, Result};
 use super::launch::Launch;
+use super::watch::{InFlight, LostRankHandler, WatchSetup, Watcher};
 use crate::native::{self as ffi, AslGroup};
 use std::ffi::CString;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::Duration;
 use tch::{Device, Tensor};
 
@@ -22,19 +25,37 @@ pub enum Backend {
 /// heartbeats stopped (the native layer beats every 250 ms).
 const LOST_RANK_WAIT: Duration = Duration::from_millis(1500);
 
+/// How to join a group and watch it.
+#[derive(Debug, Clone)]
+pub struct GroupOptions {
+    pub backend: Backend,
+    /// This rank's CUDA device under NCCL.
+    pub device: Device,
+    /// How long a rendezvous or a collective may wait.
+    pub timeout: Duration,
+    /// How long a peer's heartbeat may stay silent while this rank waits on it before it is taken as lost.
+    pub heartbeat_timeout: Duration,
+    /// Told after the group was aborted for a lost peer.
+    pub on_lost_rank: Option<LostRankHandler>,
+}
+
 pub struct ProcessGroup {
     raw: *mut AslGroup,
     rank: usize,
     world_size: usize,
     backend: Backend,
+    in_flight: Arc<AtomicUsize>,
+    /// Joined on drop, before the group is freed.
+    watcher: Option<Watcher>,
 }
 
 impl ProcessGroup {
     /// Joins the group `launch` describes: rendezvous through the TCPStore
     /// at `MASTER_ADDR:MASTER_PORT` (hosted by torchrun's agent, or else by
-    /// rank 0), then the backend's own connections. `device` is this rank's
-    /// CUDA device under NCCL. Fails after `timeout` if peers do not come.
-    pub fn join(launch: &Launch, backend: Backend, device: Device, timeout: Duration) -> Result<Self> {
+    /// rank 0), then the backend's own connections, and starts watching
+    /// the peers' heartbeats. Fails after the timeout if peers do not come.
+    pub fn join(launch: &Launch, options: &GroupOptions) -> Result<Self> {
+        let GroupOptions { backend, device, timeout, .. } = *options;
         let address = format!("{}:{}", launch.master_addr, launch.master_port);
         let join_error = |message: String| DistError::Join { rank: launch.rank, address: address.clone(), message };
         let device_index = match (backend, device) {
@@ -64,7 +85,49 @@ impl ProcessGroup {
         if status != 0 {
             return Err(join_error(ffi::last_error()));
         }
-        Ok(Self { raw, rank: launch.rank, world_size: launch.world_size, backend })
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let watch = WatchSetup {
+            rank: launch.rank,
+            world: launch.world_size,
+            rank0_hosts_store: !launch.agent_store,
+            timeout: options.heartbeat_timeout,
+            in_flight: Arc::clone(&in_flight),
+            handler: options.on_lost_rank.clone(),
+        };
+        let watcher = Some(Watcher::start(raw, watch));
+        Ok(Self { raw, rank: launch.rank, world_size: launch.world_size, backend, in_flight, watcher })
+    }
+
+    /// Marks this rank as waiting on its peers until the guard drops: a
+    /// peer whose heartbeat stops meanwhile is named and the group aborted.
+    pub fn in_flight(&self) -> InFlight {
+        InFlight::enter(&self.in_flight)
+    }
+
+    /// Bytes this rank has put into broadcasts since it joined.
+    pub fn bytes_broadcast(&self) -> u64 {
+        // SAFETY: the group is live.
+        unsafe { ffi::asl_broadcast_bytes(self.raw) }.max(0) as u64
+    }
+
+    /// Asks every rank to stop after optimizer step `step`, unless a rank
+    /// asked first; returns the step all ranks stop after.
+    pub fn propose_stop(&self, step: u64) -> Result<u64> {
+        let mut agreed = -1i64;
+        // SAFETY: the group is live; `agreed` is written on success.
+        let status = unsafe { ffi::asl_stop_propose(self.raw, step as i64, &mut agreed) };
+        self.check("the stop request", status)?;
+        Ok(agreed.max(0) as u64)
+    }
+
+    /// The step every rank stops after, once any rank has asked (one store
+    /// round trip, no device work).
+    pub fn agreed_stop(&self) -> Result<Option<u64>> {
+        let mut agreed = -1i64;
+        // SAFETY: as for `propose_stop`.
+        let status = unsafe { ffi::asl_stop_agreed(self.raw, &mut agreed) };
+        self.check("the stop request", status)?;
+        Ok(u64::try_from(agreed).ok())
     }
 
     pub fn rank(&self) -> usize {
@@ -152,7 +215,8 @@ impl ProcessGroup {
 
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
-        // SAFETY: `raw` came from `asl_group_new` and is freed once.
+        drop(self.watcher.take());
+        // SAFETY: `raw` came from `asl_group_new` and is freed once, after its watcher stopped.
         unsafe { ffi::asl_group_free(self.raw) }
     }
 }

@@ -83,6 +83,42 @@ impl Launch {
     pub fn is_main(&self) -> bool {
         self.rank == 0
     }
+
+    /// The CUDA device of this process: its local rank, wrapped around the
+    /// devices it sees (under Slurm with one visible GPU per task, every
+    /// task's device is 0).
+    pub fn cuda_device(&self, visible: usize) -> usize {
+        self.local_rank % visible.max(1)
+    }
+
+    /// Loader threads for this process: the CPUs it may run on when the
+    /// launcher bound it to some of them (`srun --cpu-bind`, `taskset`,
+    /// `numactl`, torchrun's `--numa-binding`), which are its own already;
+    /// else an equal share of the node's among its local processes.
+    pub fn loader_threads(&self) -> usize {
+        // SAFETY: sysconf reads a system constant.
+        let online = usize::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).unwrap_or(1);
+        loader_threads(allowed_cpus().unwrap_or(online), online, self.local_world_size)
+    }
+}
+
+/// How many CPUs this process's affinity mask allows.
+fn allowed_cpus() -> Option<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set, filled by sched_getaffinity for this process.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        (libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0)
+            .then(|| libc::CPU_COUNT(&set) as usize)
+    }
+}
+
+fn loader_threads(allowed: usize, online: usize, local_processes: usize) -> usize {
+    let bound = allowed < online;
+    if bound {
+        allowed.max(1)
+    } else {
+        (allowed / local_processes.max(1)).max(1)
+    }
 }
 
 #[cfg(test)]
@@ -93,6 +129,26 @@ mod tests {
     fn launch(pairs: &[(&str, &str)]) -> Result<Option<Launch>> {
         let vars: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Launch::from_vars(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn loader_threads_divide_the_node_unless_the_launcher_bound_the_process() {
+        assert_eq!(loader_threads(64, 64, 8), 8, "unbound: a share of the node");
+        assert_eq!(loader_threads(8, 64, 8), 8, "bound to 8 CPUs: all of them, not 8 / 8");
+        assert_eq!(loader_threads(2, 2, 4), 1, "never none");
+    }
+
+    #[test]
+    fn the_cuda_device_wraps_around_the_visible_ones() {
+        let launch = Launch::from_vars(|name| {
+            [("RANK", "5"), ("WORLD_SIZE", "8"), ("LOCAL_RANK", "5"), ("MASTER_ADDR", "n"), ("MASTER_PORT", "1")]
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!((launch.cuda_device(8), launch.cuda_device(1), launch.cuda_device(2)), (5, 0, 1));
     }
 
     #[test]

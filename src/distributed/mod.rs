@@ -10,11 +10,13 @@ mod error;
 mod group;
 mod launch;
 mod reducer;
+mod watch;
 
 pub use error::{DistError, Result};
-pub use group::{nccl_compiled, Backend, ProcessGroup};
+pub use group::{nccl_compiled, Backend, GroupOptions, ProcessGroup};
 pub use launch::Launch;
 pub use reducer::Reducer;
+pub use watch::{InFlight, LostRank, LostRankHandler};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -39,6 +41,10 @@ pub struct DistributedConfig {
     /// Seconds a rank waits for the others (rendezvous, every collective) before it stops with an error
     /// naming the ranks that are gone.
     pub timeout_s: u64,
+    /// Seconds a peer's heartbeat may stay silent while this rank waits on it (in a step or a collective)
+    /// before the peer is taken as lost: the group is aborted and the run stops naming the rank. It catches
+    /// a rank that hangs alive, which no collective notices before `timeout_s`.
+    pub heartbeat_timeout_s: u64,
     /// Gradient bucket size in MiB: gradients are reduced one bucket at a time while backward runs (25, as
     /// PyTorch's DDP).
     pub bucket_mb: usize,
@@ -46,18 +52,28 @@ pub struct DistributedConfig {
 
 impl Default for DistributedConfig {
     fn default() -> Self {
-        Self { backend: BackendChoice::Auto, timeout_s: 600, bucket_mb: 25 }
+        Self { backend: BackendChoice::Auto, timeout_s: 600, heartbeat_timeout_s: 30, bucket_mb: 25 }
     }
 }
 
 impl DistributedConfig {
-    /// The backend for `device`.
-    pub fn backend(&self, device: tch::Device) -> Backend {
+    /// The backend for `device`, or an error naming the key when the two
+    /// do not go together (which c10d would only report, obscurely, at the
+    /// first collective).
+    pub fn backend(&self, device: tch::Device) -> crate::config::Result<Backend> {
+        let refuse = |message: String| Err(crate::config::key_error("distributed.backend", message));
         match (self.backend, device) {
-            (BackendChoice::Gloo, _) => Backend::Gloo,
-            (BackendChoice::Nccl, _) => Backend::Nccl,
-            (BackendChoice::Auto, tch::Device::Cuda(_)) => Backend::Nccl,
-            (BackendChoice::Auto, _) => Backend::Gloo,
+            (BackendChoice::Gloo, tch::Device::Cuda(_)) => refuse(format!(
+                "gloo carries CPU tensors, but the device is {device:?}: use nccl (or auto) on CUDA, or device: cpu"
+            )),
+            (BackendChoice::Nccl, tch::Device::Cuda(_)) | (BackendChoice::Auto, tch::Device::Cuda(_)) => {
+                Ok(Backend::Nccl)
+            }
+            (BackendChoice::Nccl, _) => refuse(format!(
+                "nccl carries CUDA tensors, but the device is {device:?}: use gloo (or auto) on the CPU, or a CUDA \
+                 device"
+            )),
+            (BackendChoice::Gloo, _) | (BackendChoice::Auto, _) => Ok(Backend::Gloo),
         }
     }
 }
@@ -76,6 +92,18 @@ pub fn shard(order: &[usize], rank: usize, world: usize, pad: bool) -> Vec<usize
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backend_that_cannot_carry_the_devices_tensors_is_refused_naming_the_key() {
+        let with = |backend| DistributedConfig { backend, ..DistributedConfig::default() };
+        let cuda = tch::Device::Cuda(0);
+        assert_eq!(with(BackendChoice::Auto).backend(cuda).unwrap(), Backend::Nccl);
+        assert_eq!(with(BackendChoice::Auto).backend(tch::Device::Cpu).unwrap(), Backend::Gloo);
+        let err = with(BackendChoice::Gloo).backend(cuda).unwrap_err().to_string();
+        assert!(err.starts_with("config key `distributed.backend`: gloo carries CPU tensors"), "{err}");
+        let err = with(BackendChoice::Nccl).backend(tch::Device::Cpu).unwrap_err().to_string();
+        assert!(err.starts_with("config key `distributed.backend`: nccl carries CUDA tensors"), "{err}");
+    }
 
     #[test]
     fn shards_cover_the_order_once_and_pad_from_its_start() {

@@ -32,9 +32,49 @@ pub struct ModelCard {
     /// parameters, so that tch can reach them for the EMA.
     #[serde(default)]
     pub state_as_parameters: Vec<String>,
+    /// Where the exported weights came from; `None` for random weights
+    /// and for cards written before the exporter recorded it.
+    #[serde(default)]
+    pub weights: Option<WeightsOrigin>,
     /// Anything else the exporter recorded (versions, feature shape).
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The pretrained file an export started from, so that a trained model
+/// can always say which weights it grew from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightsOrigin {
+    /// `model.weights` as given: `hf-hub:<org>/<name>` or absent for a local file.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The Hugging Face repo, e.g. `timm/tresnet_l.miil_in1k_448`.
+    #[serde(default)]
+    pub hub_id: Option<String>,
+    /// The snapshot's commit hash in that repo.
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// The file read: its name in the snapshot, or a local file's absolute path.
+    pub file: String,
+    /// SHA-256 of that file's bytes, hex.
+    pub sha256: String,
+    /// `[channels, height, width]` of the pretrained config (what the weights were trained at).
+    #[serde(default)]
+    pub pretrained_input_size: Option<Vec<i64>>,
+}
+
+impl std::fmt::Display for WeightsOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.hub_id, &self.revision) {
+            (Some(hub), Some(revision)) => write!(f, "hf-hub:{hub} at revision {revision}, {}", self.file)?,
+            _ => write!(f, "{}", self.file)?,
+        }
+        write!(f, " (sha256 {})", self.sha256)?;
+        if let Some(size) = &self.pretrained_input_size {
+            write!(f, ", pretrained at {size:?}")?;
+        }
+        Ok(())
+    }
 }
 
 /// The head's tensors that depend on the class count.

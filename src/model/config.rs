@@ -1,6 +1,7 @@
 //! The `model` section of a run's config.
 
 use super::card::std_problem;
+use super::weights::Weights;
 use crate::config::{key_error, Validate};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -22,9 +23,16 @@ pub struct ModelConfig {
     pub decoder_embedding: u32,
     /// ML-Decoder's query count K, at most the class count (100 in the paper).
     pub num_groups: u32,
-    /// Local pretrained weights for that export (a timm state dict, the ASL model zoo's format or an
-    /// official ML-Decoder checkpoint); null starts from random weights.
-    pub weights: Option<PathBuf>,
+    /// Pretrained weights for that export (unused with `path`): timm's hub syntax, hf-hub:<org>/<name>[@rev]
+    /// (e.g. hf-hub:timm/tresnet_l.miil_in1k_448, downloaded once into the Hugging Face cache, HF_HOME /
+    /// HF_HUB_CACHE), or a local file (a timm state dict, the ASL model zoo's format or an official
+    /// ML-Decoder checkpoint). null starts from random weights; it is the default so that a config never
+    /// reaches the network unasked, and the recipes name the paper's weights.
+    #[schemars(with = "Option<String>")]
+    pub weights: Option<Weights>,
+    /// Allow a `weights` file that needs full unpickling. Unpickling can run any code the file holds, so
+    /// only for files from a source you trust; safetensors and plain state dicts never need it.
+    pub trust_pickle: bool,
     /// When to give the head a fresh start sized for the data: auto (when the class count differs, or the
     /// card's class names differ from the data's), always (finetuning to new labels with the same count),
     /// or never (a class count that differs is then an error).
@@ -76,6 +84,7 @@ impl Default for ModelConfig {
             decoder_embedding: 768,
             num_groups: 100,
             weights: None,
+            trust_pickle: false,
             reset_head: ResetHead::Auto,
             freeze: Vec::new(),
             freeze_backbone: false,
@@ -102,6 +111,16 @@ impl Validate for ModelConfig {
         if self.num_groups == 0 {
             return Err(key_error("model.num_groups", "must be at least 1"));
         }
-        Ok(())
+        match self.weights.as_ref().and_then(Weights::timm_model) {
+            Some(holds) if self.path.is_none() && holds != self.timm => {
+                let weights = self.weights.as_ref().map(Weights::to_string).unwrap_or_default();
+                let message = format!(
+                    "{weights} holds {holds} weights but model.timm is {}; set model.timm={holds}, or other weights",
+                    self.timm
+                );
+                Err(key_error("model.weights", message))
+            }
+            _ => Ok(()),
+        }
     }
 }

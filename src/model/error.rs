@@ -3,7 +3,9 @@ use tch::TchError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("model file {0} does not exist; export one with `python models/export.py --model tresnet_m --num-classes K --out FILE`")]
+    #[error(
+        "model file {0} does not exist; export one with `asl export --model tresnet_m --num-classes K --out FILE`"
+    )]
     Missing(PathBuf),
     #[error(
         "{path} is not a TorchScript module (expected a file written by torch.jit.save or models/export.py): {source}"
@@ -13,7 +15,7 @@ pub enum ModelError {
     BadCard { path: PathBuf, message: String },
     #[error(
         "{model} has no model card {card} beside it, which says which parameters are the head and how inputs \
-         are scaled; export with `python models/export.py --model NAME --num-classes K --out {model}` (add \
+         are scaled; export with `asl export --model NAME --num-classes K --out {model}` (add \
          --weights FILE for your own weights), or write the card by hand (see models/README.md)"
     )]
     NoCard { model: PathBuf, card: PathBuf },

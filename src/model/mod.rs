@@ -7,14 +7,16 @@ mod ema;
 mod error;
 mod export;
 mod network;
+mod weights;
 
-pub use card::{card_path, HeadLayout, ModelCard};
+pub use card::{card_path, HeadLayout, ModelCard, WeightsOrigin};
 pub use config::{HeadKind, ModelConfig, ResetHead};
 pub use device::resolve_device;
 pub use ema::ModelEma;
 pub use error::{ModelError, Result};
-pub use export::{export_timm, python, TimmExport};
+pub use export::{export_script, export_timm, python, TimmExport};
 pub use network::{NamedParameter, Network, ParamGroup};
+pub use weights::Weights;
 
 /// The network's file inside a training checkpoint directory.
 pub const MODEL_FILE: &str = "model.pt";

@@ -33,6 +33,9 @@ pub struct Network {
     device: Device,
     card: ModelCard,
     training: bool,
+    /// Parameters frozen by `freeze` or `freeze_backbone`: unlike the
+    /// module's buffers, they never change while training.
+    frozen: Vec<String>,
 }
 
 impl std::fmt::Debug for Network {
@@ -53,7 +56,7 @@ impl Network {
             .map_err(|source| ModelError::NotTorchScript { path: path.to_path_buf(), source })?;
         let card = ModelCard::load_beside(path)?;
         module.f_set_eval()?;
-        Ok(Self { module, path: path.to_path_buf(), device, card, training: false })
+        Ok(Self { module, path: path.to_path_buf(), device, card, training: false, frozen: Vec::new() })
     }
 
     pub fn device(&self) -> Device {
@@ -117,6 +120,12 @@ impl Network {
         Ok(self.module.named_parameters()?)
     }
 
+    /// Whether `name` is a parameter frozen by [`freeze`](Self::freeze) or
+    /// [`freeze_backbone`](Self::freeze_backbone).
+    pub fn is_frozen(&self, name: &str) -> bool {
+        self.frozen.iter().any(|f| f == name)
+    }
+
     /// The parameters that require grad, grouped for weight decay.
     pub fn trainable_parameters(&self) -> Result<Vec<NamedParameter>> {
         Ok(self
@@ -167,6 +176,7 @@ impl Network {
         for (name, tensor) in self.named_tensors()? {
             if tensor.requires_grad() && frozen(&name) {
                 let _ = tensor.f_set_requires_grad(false)?;
+                self.frozen.push(name);
                 count += 1;
             }
         }
@@ -224,7 +234,8 @@ impl Network {
             })
         };
         let options = |t: &Tensor| (t.kind(), self.device);
-        tch::manual_seed(seed);
+        // The caller's random stream is left as it was.
+        let _seeded = crate::ops::ScopedSeed::enter(seed as u64, self.device)?;
         tch::no_grad(|| -> Result<()> {
             match &layout {
                 HeadLayout::Linear { weight, bias } => {

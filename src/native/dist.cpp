@@ -1,6 +1,8 @@
 // The c10d half of asl's native layer: process groups (Gloo on CPU, NCCL on
 // CUDA) over a TCPStore rendezvous, coalesced collectives on tch tensors,
-// libtorch's own DDP Reducer, and a heartbeat that tells which rank is lost.
+// libtorch's own DDP Reducer, a heartbeat that tells which rank is lost, an
+// abort for a group whose peer is gone, and a stop request agreed through
+// the store.
 //
 // Every entry point is `extern "C"`, returns 0 on success and -1 on failure
 // (the message is then in `asl_last_error()`, per thread), and catches every
@@ -64,6 +66,17 @@ std::vector<at::Tensor> shallow(at::Tensor** tensors, size_t n) {
 
 std::string heartbeat_key(int rank) { return "heartbeat/" + std::to_string(rank); }
 
+// The stop protocol's keys: the agreed step (written once), then a counter
+// that readers poll in one round trip and that is raised only after it.
+const char* const kStopStep = "stop/step";
+const char* const kStopRequested = "stop/requested";
+
+int64_t bytes_of(const std::vector<at::Tensor>& tensors) {
+  int64_t bytes = 0;
+  for (const auto& t : tensors) bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  return bytes;
+}
+
 }  // namespace
 
 struct AslGroup {
@@ -74,8 +87,12 @@ struct AslGroup {
   int world = 1;
   // A second store client, so the heartbeat never waits behind a collective's store traffic.
   c10::intrusive_ptr<c10d::Store> beat_store;
+  // A third, for the watcher of the heartbeats, with its own (short) timeout.
+  c10::intrusive_ptr<c10d::Store> watch_store;
   std::thread beat;
   std::atomic<bool> stop{false};
+  // Bytes this rank has sent into broadcasts, for checking what a step costs.
+  std::atomic<int64_t> broadcast_bytes{0};
 
   ~AslGroup() {
     stop = true;
@@ -165,6 +182,7 @@ int asl_group_new(int backend, const char* host, int port, int server, const cha
       throw std::invalid_argument("unknown backend " + std::to_string(backend));
     }
     group->beat_store = connect(host, port, false, false, world, timeout_s, prefix);
+    group->watch_store = connect(host, port, false, false, world, timeout_s, prefix);
     group->beat = std::thread(beat_loop, group.get());
     *out = group.release();
   )
@@ -205,7 +223,46 @@ int asl_allreduce_sum(AslGroup* group, at::Tensor** tensors, size_t n) {
 int asl_broadcast(AslGroup* group, at::Tensor** tensors, size_t n, int root) {
   ASL_GUARD(
     if (n == 0) return 0;
-    c10d::broadcast_coalesced(group->group, shallow(tensors, n), 256u << 20, root);
+    auto parts = shallow(tensors, n);
+    group->broadcast_bytes += bytes_of(parts);
+    c10d::broadcast_coalesced(group->group, parts, 256u << 20, root);
+  )
+}
+
+int64_t asl_broadcast_bytes(AslGroup* group) { return group->broadcast_bytes.load(); }
+
+// Every rank's heartbeat counter, read through the watcher's client, which
+// gives up after `timeout_ms` (the store's host is then gone or stopped).
+int asl_heartbeats(AslGroup* group, int timeout_ms, int64_t* counts) {
+  ASL_GUARD(
+    group->watch_store->setTimeout(std::chrono::milliseconds(timeout_ms));
+    for (int r = 0; r < group->world; ++r) counts[r] = group->watch_store->add(heartbeat_key(r), 0);
+  )
+}
+
+// Aborts the group's communicators (NCCL: ncclCommAbort, which frees a host
+// or a kernel that waits for a lost peer; Gloo has nothing to abort).
+int asl_group_abort(AslGroup* group) { ASL_GUARD(group->group->abort();) }
+
+// Proposes to stop after optimizer step `step`; the first proposal among the
+// ranks wins. `agreed` receives the step all ranks stop after.
+int asl_stop_propose(AslGroup* group, int64_t step, int64_t* agreed) {
+  ASL_GUARD(
+    auto proposal = std::to_string(step);
+    auto stored = group->store->compareSet(kStopStep, "", proposal);
+    group->store->add(kStopRequested, 1);
+    *agreed = std::stoll(stored);
+  )
+}
+
+// The agreed stop step, or -1 while no rank has asked: one store round trip.
+int asl_stop_agreed(AslGroup* group, int64_t* agreed) {
+  ASL_GUARD(
+    *agreed = -1;
+    if (group->store->add(kStopRequested, 0) > 0) {
+      auto value = group->store->get(kStopStep);
+      *agreed = std::stoll(std::string(value.begin(), value.end()));
+    }
   )
 }
 

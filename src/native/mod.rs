@@ -40,6 +40,11 @@ extern "C" {
     pub fn asl_broadcast(group: *mut AslGroup, tensors: *const TensorHandle, n: usize, root: c_int) -> c_int;
     pub fn asl_barrier(group: *mut AslGroup) -> c_int;
     pub fn asl_lost_ranks(group: *mut AslGroup, wait_ms: c_int, lost: *mut c_int) -> c_int;
+    pub fn asl_broadcast_bytes(group: *mut AslGroup) -> i64;
+    pub fn asl_heartbeats(group: *mut AslGroup, timeout_ms: c_int, counts: *mut i64) -> c_int;
+    pub fn asl_group_abort(group: *mut AslGroup) -> c_int;
+    pub fn asl_stop_propose(group: *mut AslGroup, step: i64, agreed: *mut i64) -> c_int;
+    pub fn asl_stop_agreed(group: *mut AslGroup, agreed: *mut i64) -> c_int;
     pub fn asl_reducer_new(
         group: *mut AslGroup,
         params: *const TensorHandle,
@@ -86,6 +91,9 @@ extern "C" {
     ) -> c_int;
     pub fn asl_channels_last(tensor: TensorHandle, out: *mut TensorHandle) -> c_int;
     pub fn asl_is_channels_last(tensor: TensorHandle) -> c_int;
+    pub fn asl_rng_state(cuda_device: c_int, out: *mut TensorHandle) -> c_int;
+    pub fn asl_rng_set_state(cuda_device: c_int, state: TensorHandle) -> c_int;
+    pub fn asl_rng_seed(cuda_device: c_int, seed: u64) -> c_int;
     pub fn asl_set_tf32(enabled: c_int) -> c_int;
     pub fn asl_tf32_enabled() -> c_int;
     pub fn asl_autocast_enter(previous: *mut c_int) -> c_int;

@@ -1,7 +1,8 @@
 // The ATen half of asl's native layer: operations libtorch has and tch does
 // not bind. Multi-tensor (foreach) kernels and the fused Adam step, which
 // update every parameter in a few launches instead of several per tensor;
-// memory formats; TF32; and the per-device autocast state.
+// memory formats; TF32; the per-device autocast state; and scoped seeding of
+// the default random generators.
 //
 // Same conventions as dist.cpp: `extern "C"`, 0 on success and -1 on failure
 // with the message in `asl_last_error()`, no exception crosses the boundary,
@@ -9,6 +10,8 @@
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/core/Generator.h>
+#include <mutex>
 
 #include <string>
 #include <vector>
@@ -133,21 +136,74 @@ int asl_amp_unscale(at::Tensor** grads, size_t n, at::Tensor* found_inf, at::Ten
   )
 }
 
-// A copy of `tensor` in channels-last memory format (a 4-D tensor), or a
-// shallow copy of anything else.
+// Whether a 4-D tensor has exactly the strides `empty(..., ChannelsLast)`
+// gives. `is_contiguous(ChannelsLast)` also accepts other strides where a
+// dimension has size 1 (a 1x1 kernel [O, I, 1, 1] with strides [I, 1, 1, 1]),
+// but a convolution's gradient comes back with the canonical ones, and
+// DDP's Reducer copies a gradient whose strides differ from its parameter's
+// (warning "grad strides do not match bucket view strides").
+bool canonical_channels_last(const at::Tensor& tensor) {
+  if (tensor.dim() != 4) return false;
+  auto canonical = c10::get_channels_last_strides_2d(tensor.sizes());
+  return tensor.strides().vec() == canonical;
+}
+
+// A copy of a 4-D `tensor` with canonical channels-last strides (unless it
+// has them), or a shallow copy of anything else.
 int asl_channels_last(at::Tensor* tensor, at::Tensor** out) {
   ASL_OPS_GUARD(
-    auto result = tensor->dim() == 4 ? tensor->contiguous(at::MemoryFormat::ChannelsLast) : *tensor;
+    at::Tensor result = *tensor;
+    if (tensor->dim() == 4 && !canonical_channels_last(*tensor)) {
+      result = at::empty(tensor->sizes(), tensor->options().memory_format(at::MemoryFormat::ChannelsLast));
+      result.copy_(*tensor);
+    }
     *out = new at::Tensor(result);
   )
 }
 
 int asl_is_channels_last(at::Tensor* tensor) {
   try {
-    return tensor->dim() == 4 && tensor->is_contiguous(at::MemoryFormat::ChannelsLast) ? 1 : 0;
+    return canonical_channels_last(*tensor) ? 1 : 0;
   } catch (...) {
     return 0;
   }
+}
+
+namespace {
+
+at::Generator default_generator(int cuda_device) {
+  if (cuda_device < 0) return at::detail::getDefaultCPUGenerator();
+  return at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(cuda_device)));
+}
+
+}  // namespace
+
+// The state of the default generator of the CPU (`cuda_device` < 0) or of a
+// CUDA device, as a byte tensor.
+int asl_rng_state(int cuda_device, at::Tensor** out) {
+  ASL_OPS_GUARD(
+    auto generator = default_generator(cuda_device);
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    *out = new at::Tensor(generator.get_state());
+  )
+}
+
+// Puts a state read by `asl_rng_state` back.
+int asl_rng_set_state(int cuda_device, at::Tensor* state) {
+  ASL_OPS_GUARD(
+    auto generator = default_generator(cuda_device);
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(*state);
+  )
+}
+
+// Seeds the default generator of the CPU or of a CUDA device.
+int asl_rng_seed(int cuda_device, uint64_t seed) {
+  ASL_OPS_GUARD(
+    auto generator = default_generator(cuda_device);
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_current_seed(seed);
+  )
 }
 
 // TF32 for cuDNN convolutions and float32 matrix products ("high"

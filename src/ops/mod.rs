@@ -1,12 +1,15 @@
 //! libtorch operations that tch does not bind, through the native layer
 //! (`src/native/ops.cpp`): the fused Adam step and multi-tensor (foreach)
 //! kernels, which touch every parameter in a few launches instead of
-//! several per tensor; the channels-last memory format; TF32; and CUDA
-//! autocast. Failures come back as `TchError::Torch` with libtorch's message.
+//! several per tensor; the channels-last memory format; TF32; CUDA
+//! autocast; and scoped seeding of the default random generators. Failures
+//! come back as `TchError::Torch` with libtorch's message.
 
 mod autocast;
+mod rng;
 
 pub use autocast::with_cuda_autocast;
+pub use rng::{batch_seed, ScopedSeed};
 
 use crate::native::{self as ffi, handle, handles, TensorHandle};
 use tch::{TchError, Tensor};
@@ -192,6 +195,18 @@ mod tests {
         // A libtorch error (a double found_inf) comes back as an error, not an abort.
         let wrong = Tensor::zeros([1], (Kind::Double, Device::Cpu));
         assert!(amp_unscale(&grads, &wrong, &Tensor::from_slice(&[1.0f32])).is_err());
+    }
+
+    #[test]
+    fn a_one_by_one_kernel_gets_the_canonical_channels_last_strides() {
+        // Contiguous [O, I, 1, 1] passes is_contiguous(ChannelsLast), but its strides are not the ones a
+        // convolution's gradient comes back with.
+        let kernel = Tensor::arange(12, (Kind::Float, Device::Cpu)).view([4, 3, 1, 1]);
+        assert_eq!(kernel.stride(), [3, 1, 1, 1]);
+        assert!(!is_channels_last(&kernel));
+        let canonical = channels_last(&kernel).unwrap();
+        assert_eq!(canonical.stride(), [3, 1, 3, 3]);
+        assert!(is_channels_last(&canonical) && canonical.equal(&kernel));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! (device, process group, data, network sized for the data, loaders,
 //! restored state). `asl train` and `asl reproduce` both come through here.
 
-use super::checkpoint::{read_checkpoint, TrainState, MODEL_FILE};
+use super::checkpoint::{read_checkpoint, resolve_checkpoint, TrainState, MODEL_FILE};
 use super::config::TrainConfig;
 use super::error::{Result, TrainError};
 use super::lock::RunLock;
@@ -10,7 +10,7 @@ use super::observer::{Observer, TrainEvent};
 use super::trainer::{Trainer, TrainerSetup};
 use crate::atomic::write_bytes_atomically;
 use crate::data::{Dataset, Loader, Split};
-use crate::distributed::{Launch, ProcessGroup};
+use crate::distributed::{GroupOptions, Launch, LostRankHandler, ProcessGroup};
 use crate::loss::LossConfig;
 use crate::model::{export_timm, resolve_device, ModelError, Network, ResetHead, TimmExport};
 use std::path::{Path, PathBuf};
@@ -31,28 +31,39 @@ pub struct RunOptions {
     pub stop: Arc<AtomicBool>,
     /// This process's rank and its peers (torchrun's variables); `None` runs alone.
     pub launch: Option<Launch>,
+    /// Let the model export write to stderr as it runs: its notes and the
+    /// progress of a pretrained-weights download (rank 0 only).
+    pub progress: bool,
+    /// Told when a peer's heartbeat stopped while this rank waited on it
+    /// (after the process group was aborted). The library does not end the
+    /// process; the binary's handler does.
+    pub on_lost_rank: Option<LostRankHandler>,
 }
 
 /// Joins the process group (if launched), loads the data, prepares the
 /// network and returns the trainer, ready to [`run`](Trainer::run).
 /// Reports what it does to `observer`. Only rank 0 writes to `run_dir`.
 pub fn prepare(mut config: TrainConfig, options: RunOptions, observer: &mut dyn Observer) -> Result<Trainer> {
-    let RunOptions { run_dir, resume, stop, launch } = options;
+    let RunOptions { run_dir, resume, stop, launch, progress, on_lost_rank } = options;
     let device = rank_device(resolve_device(&config.device)?, launch.as_ref());
     if let Some(launch) = &launch {
         if config.data.threads == 0 {
-            // The node's cores are shared by its processes.
-            let cores = std::thread::available_parallelism().map_or(1, usize::from);
-            config.data.threads = (cores / launch.local_world_size).max(1);
+            config.data.threads = launch.loader_threads();
         }
     }
-    let group = launch
-        .as_ref()
-        .map(|l| {
-            let timeout = Duration::from_secs(config.distributed.timeout_s);
-            ProcessGroup::join(l, config.distributed.backend(device), device, timeout)
-        })
-        .transpose()?;
+    let group = match &launch {
+        Some(launch) => {
+            let options = GroupOptions {
+                backend: config.distributed.backend(device)?,
+                device,
+                timeout: Duration::from_secs(config.distributed.timeout_s),
+                heartbeat_timeout: Duration::from_secs(config.distributed.heartbeat_timeout_s),
+                on_lost_rank,
+            };
+            Some(ProcessGroup::join(launch, &options)?)
+        }
+        None => None,
+    };
     let (rank, world) = group.as_ref().map_or((0, 1), |g| (g.rank(), g.world_size()));
     let train = config.data.load_split(Split::Train)?;
     let val = config.data.load_split(Split::Val)?;
@@ -70,24 +81,31 @@ pub fn prepare(mut config: TrainConfig, options: RunOptions, observer: &mut dyn 
     );
     observer.on_event(&TrainEvent::Notice(&summary));
     match &resume {
-        None if run_dir.join("checkpoints").exists() => return Err(TrainError::RunExists(run_dir)),
+        None if resolve_checkpoint(&run_dir).is_ok() => return Err(TrainError::RunExists(run_dir)),
         Some(dir) => check_resumable(&config, dir, world)?,
         None => {}
     }
     let lock = if rank == 0 { Some(claim_run_dir(&run_dir, &config)?) } else { None };
     let network = match &resume {
         Some(dir) => Network::load(&dir.join(MODEL_FILE), device)?,
-        None => fresh_network(&config, &train, &run_dir, rank, device, observer)?,
+        None => {
+            let placement =
+                Placement { run_dir: &run_dir, launch: launch.as_ref(), group: group.as_ref(), device, progress };
+            fresh_network(&config, &train, &placement, observer)?
+        }
     };
     let train_loader = Loader::new(Arc::new(train), config.data.train_loader(config.seed, rank, world)?)?;
     let val_loader = Loader::new(Arc::new(val), config.data.val_loader(rank, world)?)?;
     Trainer::new(TrainerSetup { config, run_dir, lock, group, network, train_loader, val_loader, resume, stop })
 }
 
-/// Each rank of a launch uses the GPU of its local rank.
+/// Each rank of a launch uses the GPU of its local rank, among those it sees.
 fn rank_device(device: Device, launch: Option<&Launch>) -> Device {
     match (device, launch) {
-        (Device::Cuda(_), Some(launch)) => Device::Cuda(launch.local_rank),
+        (Device::Cuda(_), Some(launch)) => {
+            let visible = usize::try_from(tch::Cuda::device_count()).unwrap_or(1);
+            Device::Cuda(launch.cuda_device(visible))
+        }
         _ => device,
     }
 }
@@ -133,19 +151,27 @@ fn check_resumable(config: &TrainConfig, checkpoint: &Path, world: usize) -> Res
     Ok(())
 }
 
+/// Where a fresh network is made: the run, this process's place in a
+/// launch, its device, and whether the export may show its progress.
+struct Placement<'a> {
+    run_dir: &'a Path,
+    launch: Option<&'a Launch>,
+    group: Option<&'a ProcessGroup>,
+    device: Device,
+    progress: bool,
+}
+
 /// The configured file, or a fresh export of `model.timm`, checked against
 /// the input size, its classifier sized to the dataset.
 fn fresh_network(
     config: &TrainConfig,
     train: &Dataset,
-    run_dir: &Path,
-    rank: usize,
-    device: Device,
+    placement: &Placement,
     observer: &mut dyn Observer,
 ) -> Result<Network> {
     let mut network = match &config.model.path {
-        Some(path) => Network::load(path, device)?,
-        None => exported(config, train, run_dir, rank, device, observer)?,
+        Some(path) => Network::load(path, placement.device)?,
+        None => exported(config, train, placement, observer)?,
     };
     network.check_input_size(i64::from(config.data.image_size))?;
     let classes = train.num_classes() as i64;
@@ -173,28 +199,59 @@ fn fresh_network(
     Ok(network)
 }
 
-/// `model.timm` exported for the data and loaded. Rank 0 exports into the
-/// run; other ranks export the same seeded weights to a scratch directory
-/// (rank 0's are broadcast to them in any case).
+/// `model.timm` exported for the data and loaded. One process per node
+/// exports (its local rank 0) while the others wait: into the run's
+/// `init/` on rank 0's node, into a scratch directory on the others (whose
+/// weights rank 0's replace anyway, by broadcast). Ranks are taken to be
+/// numbered node by node, as torchrun and Slurm's block layout do.
 fn exported(
     config: &TrainConfig,
     train: &Dataset,
-    run_dir: &Path,
-    rank: usize,
-    device: Device,
+    placement: &Placement,
     observer: &mut dyn Observer,
 ) -> Result<Network> {
+    let Placement { run_dir, launch, group, device, progress } = *placement;
+    let (rank, local_rank) = launch.map_or((0, 0), |l| (l.rank, l.local_rank));
     let request = TimmExport {
         config: &config.model,
         classes: train.num_classes(),
         image_size: config.data.image_size,
         seed: config.seed,
+        progress: progress && rank == 0,
     };
-    let scratch = if rank == 0 { None } else { Some(tempfile::tempdir().map_err(write_error(run_dir))?) };
-    let dir = scratch.as_ref().map_or_else(|| run_dir.join("init"), |s| s.path().to_path_buf());
-    let path = export_timm(&request, &dir)?;
-    observer.on_event(&TrainEvent::Notice(&format!("exported {} to {}", config.model.timm, path.display())));
-    Ok(Network::load(&path, device)?)
+    let first_of_node = rank - local_rank;
+    let dir = match launch {
+        Some(l) if first_of_node != 0 => std::env::temp_dir()
+            .join(format!("asl-init-{}-{}-{}-node{first_of_node}", l.master_addr, l.master_port, l.attempt)),
+        _ => run_dir.join("init"),
+    };
+    let path = request.out(&dir);
+    if local_rank == 0 {
+        if let Some(weights) = &config.model.weights {
+            observer.on_event(&TrainEvent::Notice(&format!("exporting {} with weights {weights}", config.model.timm)));
+        }
+        export_timm(&request, &dir)?;
+    }
+    let wait_for_the_node = |group: &ProcessGroup| {
+        let _waiting = group.in_flight();
+        group.barrier()
+    };
+    group.map(wait_for_the_node).transpose()?;
+    let network = Network::load(&path, device)?;
+    if let Some(group) = group.filter(|_| first_of_node != 0) {
+        // Every local rank has loaded the scratch export: its node's first process removes it.
+        wait_for_the_node(group)?;
+        if local_rank == 0 {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    let origin = network.card().weights.as_ref().map_or_else(|| "random weights".to_string(), |w| w.to_string());
+    observer.on_event(&TrainEvent::Notice(&format!(
+        "exported {} to {} from {origin}",
+        config.model.timm,
+        path.display()
+    )));
+    Ok(network)
 }
 
 fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {

@@ -159,6 +159,7 @@ impl Validate for TrainConfig {
         self.optimizer.validate()?;
         self.schedule.validate()?;
         self.train.validate()?;
+        at_least_one("distributed.heartbeat_timeout_s", self.distributed.heartbeat_timeout_s as usize)?;
         if self.model.timm.starts_with("tresnet") && !self.data.image_size.is_multiple_of(32) {
             let message = format!("{} is not a multiple of 32, which TResNet needs", self.data.image_size);
             return Err(key_error("data.image_size", message));

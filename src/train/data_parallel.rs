@@ -1,13 +1,14 @@
 //! What a trainer does differently among several processes, as PyTorch's
-//! DDP does it: rank 0's weights and buffers to every rank at the start,
-//! buffers (BatchNorm statistics) from rank 0 after every batch (DDP sends
-//! them before each forward pass; after the backward pass is the same for
-//! the next forward, and also keeps the EMA, validation and checkpoints on
-//! identical statistics; during the pass autograd holds them),
-//! gradients summed by libtorch's Reducer during the backward pass of a
-//! group's last micro-batch only. The loss and Δp sums, and a stop request,
-//! are summed over the ranks when they are read (`figures.rs`), so that they
-//! and γ− agree on every rank.
+//! DDP does it: rank 0's weights and buffers to every rank at the start
+//! (frozen parameters then never change, so they are sent only then), the
+//! module's buffers (BatchNorm statistics) from rank 0 after every batch
+//! (DDP sends them before each forward pass; after the backward pass is the
+//! same for the next forward, and also keeps the EMA, validation and
+//! checkpoints on identical statistics; during the pass autograd holds
+//! them), gradients summed by libtorch's Reducer during the backward pass
+//! of a group's last micro-batch only. The loss and Δp sums are summed over
+//! the ranks when they are read (`figures.rs`), so that they and γ− agree on
+//! every rank; a stop request is agreed through the rendezvous store.
 
 use super::error::{Result, TrainError};
 use crate::distributed::{Backend, ProcessGroup, Reducer};
@@ -17,25 +18,33 @@ use tch::{Device, Kind, Tensor};
 pub(super) struct DataParallel {
     group: ProcessGroup,
     reducer: Reducer,
-    /// The module's non-trainable tensors (BatchNorm statistics, frozen weights), kept as rank 0's.
+    /// The module's buffers (BatchNorm statistics), kept as rank 0's after every batch.
     buffers: Vec<Tensor>,
     /// Where the per-step figures travel: the CPU under Gloo, the GPU under NCCL.
     device: Device,
+    /// The optimizer step every rank stops after, once one asked.
+    agreed_stop: Option<u64>,
 }
 
 impl DataParallel {
     /// Makes every rank start from rank 0's network, then sets up gradient
     /// reduction over the trainable parameters.
     pub fn new(group: ProcessGroup, network: &Network, bucket_mb: usize) -> Result<Self> {
-        let tensors: Vec<Tensor> = network.named_tensors()?.into_iter().map(|(_, t)| t).collect();
-        tch::no_grad(|| group.broadcast(&tensors.iter().collect::<Vec<_>>(), 0))?;
-        let (trainable, buffers): (Vec<Tensor>, Vec<Tensor>) = tensors.into_iter().partition(Tensor::requires_grad);
-        let reducer = Reducer::new(&group, &trainable.iter().collect::<Vec<_>>(), bucket_mb)?;
+        let named = network.named_tensors()?;
+        let everything: Vec<&Tensor> = named.iter().map(|(_, t)| t).collect();
+        tch::no_grad(|| group.broadcast(&everything, 0))?;
+        let trainable: Vec<&Tensor> = everything.iter().copied().filter(|t| t.requires_grad()).collect();
+        let buffers = named
+            .iter()
+            .filter(|(name, t)| !t.requires_grad() && !network.is_frozen(name))
+            .map(|(_, t)| t.shallow_clone())
+            .collect();
+        let reducer = Reducer::new(&group, &trainable, bucket_mb)?;
         let device = match group.backend() {
             Backend::Gloo => Device::Cpu,
             Backend::Nccl => network.device(),
         };
-        Ok(Self { group, reducer, buffers, device })
+        Ok(Self { group, reducer, buffers, device, agreed_stop: None })
     }
 
     pub fn group(&self) -> &ProcessGroup {
@@ -68,9 +77,18 @@ impl DataParallel {
         self.group.failure("the gradient all-reduce in backward", error.to_string()).into()
     }
 
-    /// Whether any rank says yes (a stop request, seen the same on every rank).
-    pub fn any(&self, local: bool) -> Result<bool> {
-        Ok(self.sum(&[f64::from(u8::from(local))])?[0] > 0.0)
+    /// Whether every rank stops after optimizer step `step`; `requested`:
+    /// this rank was asked to stop. A request made at step k stops all
+    /// ranks after step k + 1: no rank can finish step k + 1 (its gradients
+    /// need every rank) before the request is in the store, and each reads
+    /// the store at every step, so all of them see it by then. One store
+    /// round trip per step, no device work.
+    pub fn stop_after(&mut self, step: u64, requested: bool) -> Result<bool> {
+        if self.agreed_stop.is_none() {
+            self.agreed_stop =
+                if requested { Some(self.group.propose_stop(step + 1)?) } else { self.group.agreed_stop()? };
+        }
+        Ok(self.agreed_stop.is_some_and(|agreed| agreed <= step))
     }
 
     /// Each value summed over the ranks.

@@ -20,6 +20,7 @@ impl Trainer {
         elapsed: Duration,
         observer: &mut dyn Observer,
     ) -> Result<()> {
+        let waiting_on_peers = self.in_flight();
         let figures = self.checked_figures(epoch)?;
         let train_loss = self.mean_loss(&figures);
         let model = self.validate(Scored::Model, observer)?;
@@ -31,6 +32,7 @@ impl Trainer {
             }
             None => (meter.images as f64, self.state.epoch_skipped),
         };
+        drop(waiting_on_peers);
         let record = EpochRecord {
             epoch: epoch + 1,
             train_loss,
@@ -92,7 +94,9 @@ impl Trainer {
     /// Writes `checkpoints/<name>` (on rank 0) and returns its path. The
     /// figures are read first: a diverged or non-finite run is never saved.
     pub(super) fn checkpoint(&mut self, name: &str, epoch: usize, observer: &mut dyn Observer) -> Result<PathBuf> {
+        let waiting_on_peers = self.in_flight();
         let figures = self.checked_figures(epoch)?;
+        drop(waiting_on_peers);
         self.state.epoch_loss_sum = figures.loss_sum;
         self.state.adaptive = self.adaptive;
         self.state.grad_scaler = self.scaler.as_ref().map(GradScaler::state);

@@ -28,7 +28,7 @@ pub enum TrainError {
     OutOfMemory { epoch: usize, batch: usize, batch_size: usize, message: String },
     #[error("single-label training needs exactly one positive per image; {path} has {count}")]
     NotSingleLabel { path: PathBuf, count: usize },
-    #[error("{} already holds checkpoints; continue it with --resume {} or pick another --set name=...", .0.display(), .0.display())]
+    #[error("{} already holds checkpoints; continue it with --resume {} (or this same command with --auto-resume), or pick another --set name=...", .0.display(), .0.display())]
     RunExists(PathBuf),
     #[error("run {} is in use by process {pid}: two trainers must not write one run's checkpoints (lock file {}/lock)", run.display(), run.display())]
     RunInUse { run: PathBuf, pid: String },

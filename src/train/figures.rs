@@ -22,7 +22,9 @@ const SUMMED: usize = 10;
 pub(super) struct DeviceFigures {
     /// `[10]` f64: summed over ranks when read.
     summed: Tensor,
-    /// `[2]` f64: optimizer steps the grad scaler skipped, in all and in a row (equal on every rank).
+    /// `[3]` f64: optimizer steps the grad scaler skipped, in all, in a row now, and the longest streak
+    /// since the last read (equal on every rank). The longest is kept on the device because a streak can
+    /// start and end between two reads.
     skipped: Tensor,
     device: Device,
     reads: Cell<u64>,
@@ -38,6 +40,8 @@ pub(super) struct HostFigures {
     pub last_stats: ProbabilityStats,
     pub skipped_steps: usize,
     pub skipped_in_a_row: usize,
+    /// The longest streak of skipped steps since the previous read.
+    pub longest_skipped_in_a_row: usize,
 }
 
 impl DeviceFigures {
@@ -45,7 +49,8 @@ impl DeviceFigures {
     pub fn new(device: Device, skipped_steps: usize, skipped_in_a_row: usize) -> tch::Result<Self> {
         Ok(Self {
             summed: Tensor::f_zeros([SUMMED as i64], (Kind::Double, device))?,
-            skipped: Tensor::f_from_slice(&[skipped_steps as f64, skipped_in_a_row as f64])?.f_to_device(device)?,
+            skipped: Tensor::f_from_slice(&[skipped_steps as f64, skipped_in_a_row as f64, skipped_in_a_row as f64])?
+                .f_to_device(device)?,
             device,
             reads: Cell::new(0),
         })
@@ -77,7 +82,8 @@ impl DeviceFigures {
         let flag = found_inf.f_to_kind(Kind::Double)?.f_reshape([1])?;
         let in_a_row = self.skipped.f_narrow(0, 1, 1)?.f_add(&flag)?.f_mul(&flag)?;
         let total = self.skipped.f_narrow(0, 0, 1)?.f_add(&flag)?;
-        self.skipped.f_copy_(&Tensor::f_cat(&[total, in_a_row], 0)?)?;
+        let longest = self.skipped.f_narrow(0, 2, 1)?.f_maximum(&in_a_row)?;
+        self.skipped.f_copy_(&Tensor::f_cat(&[total, in_a_row, longest], 0)?)?;
         Ok(())
     }
 
@@ -89,10 +95,13 @@ impl DeviceFigures {
         Ok(ProbabilityStats::from_sums(&values))
     }
 
-    /// Everything, in one transfer (after one all-reduce among ranks).
-    pub fn read_all(&self, parallel: Option<&DataParallel>) -> tch::Result<HostFigures> {
+    /// Everything, in one transfer (after one all-reduce among ranks); the
+    /// longest streak starts again from the current one.
+    pub fn read_all(&mut self, parallel: Option<&DataParallel>) -> tch::Result<HostFigures> {
         let summed = self.reduced(self.summed.f_detach_copy()?, parallel)?;
         let all = self.read_local(&Tensor::f_cat(&[summed, self.skipped.shallow_clone()], 0)?)?;
+        let current = self.skipped.f_narrow(0, 1, 1)?;
+        self.skipped.f_narrow(0, 2, 1)?.f_copy_(&current)?;
         let (summed, skipped) = all.split_at(SUMMED);
         Ok(HostFigures {
             loss_sum: summed[LOSS],
@@ -101,6 +110,7 @@ impl DeviceFigures {
             last_stats: ProbabilityStats::from_sums(&summed[LAST_STATS..LAST_STATS + 4]),
             skipped_steps: skipped[0].round() as usize,
             skipped_in_a_row: skipped[1].round() as usize,
+            longest_skipped_in_a_row: skipped[2].round() as usize,
         })
     }
 
@@ -119,5 +129,25 @@ impl DeviceFigures {
     fn read_local(&self, values: &Tensor) -> tch::Result<Vec<f64>> {
         self.reads.set(self.reads.get() + 1);
         Vec::<f64>::try_from(values.f_to_device(Device::Cpu)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_streak_that_ends_between_two_reads_is_still_seen() {
+        let mut figures = DeviceFigures::new(Device::Cpu, 0, 0).unwrap();
+        let flag = |skipped: bool| Tensor::from_slice(&[f32::from(u8::from(skipped))]);
+        for skipped in [true, true, true, false, true] {
+            figures.count_skip(&flag(skipped)).unwrap();
+        }
+        let read = figures.read_all(None).unwrap();
+        assert_eq!((read.skipped_steps, read.skipped_in_a_row, read.longest_skipped_in_a_row), (4, 1, 3));
+        // After a read, the longest streak starts again from the current one.
+        figures.count_skip(&flag(false)).unwrap();
+        let read = figures.read_all(None).unwrap();
+        assert_eq!((read.skipped_in_a_row, read.longest_skipped_in_a_row), (0, 1));
     }
 }

@@ -36,12 +36,16 @@ impl Trainer {
         let device = self.network.device();
         let images = batch.images_tensor(device, &self.normalization)?;
         let targets = batch.targets_tensor(device)?;
-        // The global RNG (dropout, drop-path) is reseeded per batch so a resumed run draws the same numbers.
-        tch::manual_seed(self.config.seed as i64 ^ ((epoch as i64) << 32) ^ self.state.batch_in_epoch as i64);
         if let Some(parallel) = &self.parallel {
             parallel.before_forward(sync)?;
         }
+        // Dropout and drop-path draw from the default generator: seeded per batch and rank for this pass
+        // (a resumed run draws the same numbers, each rank its own), the caller's stream restored after.
+        let rank = self.parallel.as_ref().map_or(0, |p| p.group().rank());
+        let seed = crate::ops::batch_seed(self.config.seed, rank, epoch, self.state.batch_in_epoch);
+        let scope = crate::ops::ScopedSeed::enter(seed, device)?;
         let forward = crate::ops::with_cuda_autocast(self.amp(), || self.network.forward(&images));
+        drop(scope);
         let logits = forward.map_err(|e| self.classify_error(e.into(), epoch))?.f_to_kind(Kind::Float)?;
         if let Some(parallel) = &self.parallel {
             parallel.after_forward(sync)?;
@@ -68,7 +72,7 @@ impl Trainer {
     /// Applies the accumulated gradients (the fused kernel leaves everything
     /// as it was when the grad scaler found an overflow), then the EMA, γ−
     /// and, every `train.log_every` steps, the figures. Returns whether to
-    /// stop (Ctrl-C; agreed among ranks at logging steps).
+    /// stop (a signal, agreed among ranks at every step).
     pub(super) fn optimizer_step(
         &mut self,
         epoch: usize,
@@ -104,14 +108,16 @@ impl Trainer {
             self.objective.set_gamma_neg(adaptive.update(&stats))?;
         }
         self.state.optimizer_step += 1;
-        let mut stop = self.parallel.is_none() && self.stop.load(Ordering::SeqCst);
+        let requested = self.stop.load(Ordering::SeqCst);
+        let step = self.state.optimizer_step as u64;
+        let stop = match &mut self.parallel {
+            Some(parallel) => parallel.stop_after(step, requested)?,
+            None => requested,
+        };
         if self.state.optimizer_step.is_multiple_of(self.config.train.log_every) {
             let figures = self.read_figures()?;
             observer.on_event(&TrainEvent::Step(&self.step_log(hyper, &figures, meter)));
             self.check(&figures, epoch)?;
-            if let Some(parallel) = &self.parallel {
-                stop = parallel.any(self.stop.load(Ordering::SeqCst))?;
-            }
         }
         Ok(stop)
     }
@@ -135,8 +141,8 @@ impl Trainer {
         if figures.non_finite > 0.0 && !self.amp() {
             return Err(self.non_finite(epoch));
         }
-        if figures.skipped_in_a_row >= self.config.train.max_skipped_steps {
-            return Err(self.diverged(epoch));
+        if figures.longest_skipped_in_a_row >= self.config.train.max_skipped_steps {
+            return Err(self.diverged(epoch, figures.longest_skipped_in_a_row));
         }
         Ok(())
     }
@@ -197,9 +203,9 @@ impl Trainer {
         }
     }
 
-    fn diverged(&self, epoch: usize) -> TrainError {
+    fn diverged(&self, epoch: usize, skipped: usize) -> TrainError {
         TrainError::Diverged {
-            skipped: self.state.skipped_in_a_row,
+            skipped,
             epoch: epoch + 1,
             batch: self.state.batch_in_epoch + 1,
             step: self.state.optimizer_step,

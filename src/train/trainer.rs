@@ -16,7 +16,7 @@ use super::restore::restore;
 use super::schedule::OneCycle;
 use super::Adam;
 use crate::data::{Loader, Normalization};
-use crate::distributed::ProcessGroup;
+use crate::distributed::{InFlight, ProcessGroup};
 use crate::evaluate::input_normalization;
 use crate::loss::{AdaptiveAsymmetry, LossConfig, Objective};
 use crate::model::{ModelEma, Network};
@@ -73,6 +73,14 @@ pub struct Trainer {
     pub(super) val_loader: Loader,
     pub(super) state: TrainState,
     pub(super) stop: Arc<AtomicBool>,
+    /// TF32 as the caller had it, restored on drop.
+    tf32_before: bool,
+}
+
+impl Drop for Trainer {
+    fn drop(&mut self) {
+        let _ = crate::ops::set_tf32(self.tf32_before);
+    }
 }
 
 /// Timing and counts of the current epoch (its loss and Δp sums stay on
@@ -101,6 +109,8 @@ impl Trainer {
         if config.train.channels_last.enabled(device) {
             network.to_channels_last()?;
         }
+        // Process-wide; put back as it was when the trainer is dropped.
+        let tf32_before = crate::ops::tf32_enabled();
         if device.is_cuda() {
             crate::ops::set_tf32(config.train.tf32)?;
         }
@@ -151,6 +161,7 @@ impl Trainer {
             val_loader,
             state,
             stop,
+            tf32_before,
         })
     }
 
@@ -185,6 +196,12 @@ impl Trainer {
         self.figures.reads()
     }
 
+    /// Bytes this rank has put into broadcasts: rank 0's weights at the
+    /// start, the module's buffers after every batch. 0 when alone.
+    pub fn bytes_broadcast(&self) -> u64 {
+        self.parallel.as_ref().map_or(0, |p| p.group().bytes_broadcast())
+    }
+
     /// Whether this process writes checkpoints (rank 0, or the only one).
     pub fn is_main(&self) -> bool {
         self.parallel.as_ref().is_none_or(|p| p.group().is_main())
@@ -198,12 +215,21 @@ impl Trainer {
         self.scaler.is_some()
     }
 
+    /// Marks this rank as waiting on its peers (a step, a gathering) until
+    /// dropped, so that a peer whose heartbeat stops meanwhile is named.
+    /// Never around checkpoint writing: a peer that finished may exit then.
+    pub(super) fn in_flight(&self) -> Option<InFlight> {
+        self.parallel.as_ref().map(|p| p.group().in_flight())
+    }
+
     /// Trains from the current state to `train.epochs`.
     pub fn run(&mut self, observer: &mut dyn Observer) -> Result<Outcome> {
         while self.state.epoch < self.config.train.epochs {
             let started = Instant::now();
             let epoch = self.state.epoch;
             let Some(meter) = self.train_epoch(epoch, observer)? else {
+                let step = self.state.optimizer_step;
+                observer.on_event(&TrainEvent::Notice(&format!("stop requested: stopping after step {step}")));
                 let checkpoint = self.checkpoint("last", epoch, observer)?;
                 return Ok(Outcome::Interrupted { checkpoint });
             };
@@ -238,11 +264,13 @@ impl Trainer {
             let computed = Instant::now();
             let position = self.state.batch_in_epoch;
             let last_of_group = (position + 1).is_multiple_of(accumulation) || position + 1 == batches;
+            let waiting_on_peers = self.in_flight();
             self.train_batch(&batch, epoch, last_of_group, &mut meter)?;
             let mut stop = false;
             if last_of_group && std::mem::take(&mut meter.group_has_gradients) {
                 stop = self.optimizer_step(epoch, &meter, observer)?;
             }
+            drop(waiting_on_peers);
             meter.compute += computed.elapsed();
             self.state.batch_in_epoch += 1;
             observer.on_event(&TrainEvent::BatchTrained);

@@ -1,14 +1,18 @@
 //! The real COCO slice in `../shared/data/coco-mini`, outside the repo.
+//! Tests that need it carry
+//! `#[cfg_attr(not(asl_coco_mini), ignore = "...")]`: build.rs sets the cfg
+//! where the slice is, so elsewhere they are reported as ignored, with the
+//! reason, instead of passing without having run.
 
 use std::path::PathBuf;
 
-/// Its path, or `None` (with a message saying the test is skipped) when absent.
-pub fn coco_mini() -> Option<PathBuf> {
+/// Its path. The build found it there, so its absence now is a failure.
+pub fn coco_mini() -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/coco-mini");
-    if path.join("annotations/instances_val2017.json").is_file() {
-        Some(path)
-    } else {
-        eprintln!("SKIPPED: {} is absent; this test needs the real COCO slice", path.display());
-        None
-    }
+    assert!(
+        path.join("annotations/instances_val2017.json").is_file(),
+        "{} was there when the tests were built and is gone now",
+        path.display()
+    );
+    path
 }

@@ -13,9 +13,13 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Self {
+        Self::with_images(96, 32)
+    }
+
+    /// Synthetic 32 px images of 12 classes, and test_resnet exported for them.
+    pub fn with_images(train_images: usize, val_images: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config =
-            SynthConfig { train_images: 96, val_images: 32, image_size: 32, classes: 12, ..Default::default() };
+        let config = SynthConfig { train_images, val_images, image_size: 32, classes: 12, ..Default::default() };
         write_synthetic(&dir.path().join("data"), &config).unwrap();
         let model = dir.path().join("model/test_resnet.pt");
         export_model("test_resnet", 12, 32, &model);
@@ -26,10 +30,9 @@ impl Fixture {
         self.dir.path().join("runs")
     }
 
-    pub fn command(&self, name: &str, extra: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_asl"));
-        command.current_dir(env!("CARGO_MANIFEST_DIR")).args(["train", "--no-progress", "--runs"]).arg(self.runs());
-        let sets = [
+    /// The overrides of configs/demo.yaml that train run `name` on this fixture.
+    pub fn sets(&self, name: &str) -> Vec<String> {
+        vec![
             format!("name={name}"),
             format!("model.path={}", self.model.display()),
             format!("data.path={}", self.dir.path().join("data").display()),
@@ -38,10 +41,15 @@ impl Fixture {
             "data.threads=2".into(),
             "device=cpu".into(),
             "train.log_every=1".into(),
-        ];
+        ]
+    }
+
+    pub fn command(&self, name: &str, extra: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_asl"));
+        command.current_dir(env!("CARGO_MANIFEST_DIR")).args(["train", "--no-progress", "--runs"]).arg(self.runs());
         if !extra.contains(&"--resume") {
             command.args(["--config", "configs/demo.yaml"]);
-            for s in &sets {
+            for s in &self.sets(name) {
                 command.args(["--set", s]);
             }
         }

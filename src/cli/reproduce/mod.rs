@@ -111,7 +111,13 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
     let network = ModelConfig { timm: "test_resnet".into(), ..ModelConfig::default() };
     for seed in 0..args.seeds {
         // One initialisation per seed, shared by every loss: a paired comparison.
-        let request = TimmExport { config: &network, classes: synth.classes, image_size: synth.image_size, seed };
+        let request = TimmExport {
+            config: &network,
+            classes: synth.classes,
+            image_size: synth.image_size,
+            seed,
+            progress: false,
+        };
         let model = export_timm(&request, &args.out.join(format!("models/seed{seed}")))?;
         for (i, entry) in entries.iter().enumerate() {
             println!("== {}, seed {seed}", entry.name);

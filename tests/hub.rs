@@ -1,0 +1,303 @@
+//! Pretrained weights named by `hf-hub:timm/<model>.<tag>`. Nothing here
+//! reaches past this machine: each test writes the hub's on-disk cache
+//! layout itself (tests/support/hub_cache.py) and points `HF_ENDPOINT` at a
+//! closed port on 127.0.0.1.
+
+mod common;
+
+use asl::data::sources::{write_synthetic, SynthConfig};
+use common::python::run_python;
+use common::training::text;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// What the issue allows a run that cannot get its weights before it stops.
+const OFFLINE_BOUND: Duration = Duration::from_secs(30);
+
+struct Hub {
+    dir: tempfile::TempDir,
+    endpoint: String,
+}
+
+impl Hub {
+    fn new() -> Self {
+        // A port that was just free and is closed again: connections to it are refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self { dir: tempfile::tempdir().unwrap(), endpoint: format!("http://127.0.0.1:{port}") }
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.dir.path().join("hf-cache")
+    }
+
+    /// Writes `timm/<tag>` into the cache; returns its snapshot file.
+    fn add(&self, tag: &str, seed: u64) -> PathBuf {
+        let cache = self.cache();
+        let out = run_python(&["tests/support/hub_cache.py", cache.to_str().unwrap(), tag, &seed.to_string()]);
+        let revision = out.split_whitespace().next().unwrap();
+        cache.join(format!("models--timm--{tag}/snapshots/{revision}/model.safetensors"))
+    }
+
+    /// `asl` in this checkout, with the cache and the closed endpoint; `HF_HUB_OFFLINE` unset.
+    fn asl(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_asl"));
+        command.current_dir(env!("CARGO_MANIFEST_DIR")).env_remove("HF_HUB_OFFLINE");
+        command.env("HF_HOME", self.dir.path().join("hf-home")).env("HF_HUB_CACHE", self.cache());
+        command.env("HF_ENDPOINT", &self.endpoint);
+        command
+    }
+
+    fn data(&self) -> PathBuf {
+        let data = self.dir.path().join("data");
+        if !data.exists() {
+            let config =
+                SynthConfig { train_images: 32, val_images: 16, image_size: 32, classes: 12, ..Default::default() };
+            write_synthetic(&data, &config).unwrap();
+        }
+        data
+    }
+
+    /// `asl train` of configs/demo.yaml on a small synthetic set, starting from `weights`.
+    fn train(&self, name: &str, weights: &str, extra: &[&str]) -> Command {
+        let mut command = self.asl();
+        command.args(["train", "--config", "configs/demo.yaml", "--no-progress", "--runs"]);
+        command.arg(self.dir.path().join("runs"));
+        let data = self.data();
+        let sets = [
+            format!("name={name}"),
+            format!("model.weights={weights}"),
+            format!("data.path={}", data.display()),
+            "data.image_size=32".into(),
+            "data.batch_size=8".into(),
+            "device=cpu".into(),
+            "train.epochs=1".into(),
+            "schedule.scheduled_epochs=2".into(),
+        ];
+        for set in &sets {
+            command.args(["--set", set]);
+        }
+        command.args(extra);
+        command
+    }
+}
+
+fn card(model: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(model.with_extension("json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_cached_snapshot_trains_offline_and_a_resume_needs_no_hub() {
+    let hub = Hub::new();
+    let snapshot = hub.add("test_resnet.r160_in1k", 7);
+    let output =
+        hub.train("hub", "hf-hub:timm/test_resnet.r160_in1k", &[]).env("HF_HUB_OFFLINE", "1").output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let run = hub.dir.path().join("runs/hub");
+    let init = run.join("init/test_resnet.pt");
+    // The backbone is the snapshot's, bit for bit; the head is sized for the data's 12 classes; the card
+    // names the revision and the file's hash.
+    let check = run_python(&["tests/support/hub_check.py", init.to_str().unwrap(), snapshot.to_str().unwrap(), "12"]);
+    assert!(check.starts_with("ok"), "{check}");
+    let revision = snapshot.parent().unwrap().file_name().unwrap().to_str().unwrap();
+    assert!(text(&output).contains(&format!("at revision {revision}")), "{}", text(&output));
+    // The trained model still says where it started.
+    let trained = run.join("checkpoints/last/model.pt");
+    assert_eq!(card(&trained)["weights"], card(&init)["weights"]);
+    let info = hub.asl().args(["info", "--model"]).arg(run.join("checkpoints/last")).output().unwrap();
+    let info_text = String::from_utf8_lossy(&info.stdout);
+    assert!(info.status.success(), "{}", text(&info));
+    assert!(
+        info_text.contains(&format!("weights: hf-hub:timm/test_resnet.r160_in1k at revision {revision}")),
+        "{info_text}"
+    );
+    let sha256 = card(&init)["weights"]["sha256"].as_str().unwrap().to_string();
+    assert!(info_text.contains(&sha256), "{info_text}");
+
+    // The exported model lives in the run: with the cache gone and the hub unreachable, resuming works.
+    std::fs::remove_dir_all(hub.cache()).unwrap();
+    let mut resume = hub.asl();
+    let resumed = resume.args(["train", "--no-progress", "--resume"]).arg(&run).args(["--set", "train.epochs=2"]);
+    let resumed = resumed.output().unwrap();
+    assert!(resumed.status.success(), "{}", text(&resumed));
+}
+
+/// tests/support/fake_hub.py serving `file` as `repo` at `revision`; killed on drop.
+struct FakeHub {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl FakeHub {
+    fn serve(repo: &str, revision: &str, file: &Path, log: &Path) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(common::python::python())
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["tests/support/fake_hub.py", repo, revision])
+            .arg(file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut port = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut port).unwrap();
+        Self { child, endpoint: format!("http://127.0.0.1:{}", port.trim()) }
+    }
+}
+
+impl Drop for FakeHub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `command` run on a pseudo-terminal (util-linux `script`), as a user's shell runs it; the output is
+/// what the terminal shows.
+fn on_a_terminal(command: &Command) -> Output {
+    let mut line: Vec<String> =
+        command.get_envs().filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v?.to_str()?))).collect();
+    line.insert(0, "env".into());
+    line.push(command.get_program().to_str().unwrap().into());
+    line.extend(command.get_args().map(|a| a.to_str().unwrap().to_string()));
+    Command::new("script")
+        .current_dir(command.get_current_dir().unwrap())
+        .args(["-qec", &line.join(" "), "/dev/null"])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_cache_miss_downloads_once_with_a_progress_bar_into_the_shared_cache() {
+    let hub = Hub::new();
+    let source = hub.add("test_resnet.r160_in1k", 3);
+    let served = hub.dir.path().join("served/model.safetensors");
+    std::fs::create_dir_all(served.parent().unwrap()).unwrap();
+    std::fs::copy(&source, &served).unwrap();
+    std::fs::remove_dir_all(hub.cache()).unwrap();
+    let revision = "0123456789abcdef0123456789abcdef01234567";
+    let log = hub.dir.path().join("hub.log");
+    let server = FakeHub::serve("timm/test_resnet.r160_in1k", revision, &served, &log);
+    let weights = "hf-hub:timm/test_resnet.r160_in1k";
+
+    let first = hub.train("first", weights, &[]);
+    // `Hub::train` passes --no-progress; a user's plain command shows the download's bar.
+    let args: Vec<String> =
+        first.get_args().filter(|a| *a != "--no-progress").map(|a| a.to_str().unwrap().into()).collect();
+    let mut plain = hub.asl();
+    plain.args(&args).env("HF_ENDPOINT", &server.endpoint);
+    let output = on_a_terminal(&plain);
+    let screen = text(&output);
+    assert!(output.status.success(), "{screen}");
+    assert!(screen.contains("model.safetensors: 100%"), "no progress bar on the terminal: {screen}");
+    let cached =
+        hub.cache().join(format!("models--timm--test_resnet.r160_in1k/snapshots/{revision}/model.safetensors"));
+    assert_eq!(std::fs::read(&cached).unwrap(), std::fs::read(&served).unwrap());
+    let init = hub.dir.path().join("runs/first/init/test_resnet.pt");
+    assert_eq!(card(&init)["weights"]["revision"], revision);
+
+    // A second run finds the file in the shared cache and downloads nothing; --no-progress draws no bar.
+    let mut second = hub.train("second", weights, &[]);
+    second.env("HF_ENDPOINT", &server.endpoint);
+    let output = on_a_terminal(&second);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(!text(&output).contains("%|"), "{}", text(&output));
+    let requests = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        requests.matches("\"GET /timm/test_resnet.r160_in1k/resolve/main/model.safetensors").count(),
+        1,
+        "{requests}"
+    );
+}
+
+fn assert_fails_fast_naming_the_ways_out(hub: &Hub, command: &mut Command, why: &str) {
+    let start = Instant::now();
+    let output: Output = command.output().unwrap();
+    let elapsed = start.elapsed();
+    let message = text(&output);
+    assert!(!output.status.success(), "{message}");
+    assert!(elapsed < OFFLINE_BOUND, "took {elapsed:?}: {message}");
+    for part in [
+        "timm/test_resnet.r160_in1k is not in the Hugging Face cache",
+        hub.cache().to_str().unwrap(),
+        why,
+        "connect once to fill the cache",
+        "--set model.weights=/path/to/file",
+    ] {
+        assert!(message.contains(part), "`{part}` missing from: {message}");
+    }
+}
+
+#[test]
+fn an_empty_cache_without_network_stops_within_the_bound_naming_the_ways_out() {
+    let hub = Hub::new();
+    let weights = "hf-hub:timm/test_resnet.r160_in1k";
+    let offline = &mut hub.train("offline", weights, &[]);
+    assert_fails_fast_naming_the_ways_out(&hub, offline.env("HF_HUB_OFFLINE", "1"), "HF_HUB_OFFLINE is set");
+    // No HF_HUB_OFFLINE: huggingface_hub alone would retry for about 25 s per file.
+    let unreachable = format!("the hub at {} cannot be reached", hub.endpoint);
+    assert_fails_fast_naming_the_ways_out(&hub, &mut hub.train("unreachable", weights, &[]), &unreachable);
+    assert!(!hub.dir.path().join("runs/offline/checkpoints").exists());
+}
+
+#[test]
+fn a_miil_tag_brings_its_own_input_statistics_to_the_card() {
+    let hub = Hub::new();
+    hub.add("tresnet_m.miil_in1k", 1);
+    hub.add("test_efficientnet.r160_in1k", 1);
+    let export = |model: &str, tag: &str, size: &str| {
+        let out = hub.dir.path().join(format!("{model}.pt"));
+        let weights = format!("hf-hub:timm/{tag}");
+        let args = ["export", "--model", model, "--num-classes", "3", "--img-size", size, "--weights", &weights];
+        let output = hub.asl().args(args).arg("--out").arg(&out).env("HF_HUB_OFFLINE", "1").output().unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+        card(&out)
+    };
+    let miil = export("tresnet_m", "tresnet_m.miil_in1k", "64");
+    let imagenet = export("test_efficientnet", "test_efficientnet.r160_in1k", "64");
+    // MIIL trains on [0, 1] inputs, as the paper does; the other tag on ImageNet's statistics.
+    assert_eq!(
+        (miil["mean"].clone(), miil["std"].clone()),
+        (serde_json::json!([0.0, 0.0, 0.0]), serde_json::json!([1.0, 1.0, 1.0]))
+    );
+    assert_eq!(imagenet["mean"], serde_json::json!([0.485, 0.456, 0.406]));
+    assert_eq!(imagenet["std"], serde_json::json!([0.229, 0.224, 0.225]));
+    assert_eq!(miil["weights"]["pretrained_input_size"], serde_json::json!([3, 224, 224]));
+    assert_eq!(imagenet["weights"]["pretrained_input_size"], serde_json::json!([3, 160, 160]));
+    assert_eq!(miil["weights"]["hub_id"], "timm/tresnet_m.miil_in1k");
+}
+
+#[test]
+fn a_checkpoint_that_runs_code_when_unpickled_is_refused_and_runs_nothing() {
+    let hub = Hub::new();
+    let dir = hub.dir.path();
+    let (weights, marker) = (dir.join("evil.pth"), dir.join("pwned"));
+    // A state dict whose unpickling writes a file: what a doctored model-zoo download can do.
+    let script = format!(
+        "import torch, timm\n\
+         class Payload:\n    def __reduce__(self):\n        return (exec, ({:?},))\n\
+         state = timm.create_model('test_resnet', num_classes=12).state_dict()\n\
+         torch.save({{'model': state, 'payload': Payload()}}, {:?})",
+        format!("open({:?}, 'w').write('ran')", marker.to_str().unwrap()),
+        weights.to_str().unwrap()
+    );
+    run_python(&["-c", &script]);
+    assert!(!marker.exists(), "saving must not run the payload");
+
+    let exported = dir.join("out.pt");
+    let args = ["export", "--model", "test_resnet", "--num-classes", "12", "--img-size", "32", "--weights"];
+    let output = hub.asl().args(args).arg(&weights).arg("--out").arg(&exported).output().unwrap();
+    let message = text(&output);
+    assert!(!output.status.success(), "{message}");
+    assert!(message.contains(&format!("{} needs full unpickling", weights.display())), "{message}");
+    assert!(message.contains("--trust-pickle"), "{message}");
+    let output = hub.train("evil", weights.to_str().unwrap(), &[]).output().unwrap();
+    let message = text(&output);
+    assert!(!output.status.success() && message.contains("model.trust_pickle"), "{message}");
+    assert!(!marker.exists() && !exported.exists(), "the payload ran or a model was written");
+
+    // The user's explicit opt-in is honoured, and only then does the file's code run.
+    let trusted = hub.asl().args(args).arg(&weights).args(["--trust-pickle", "--out"]).arg(&exported).output().unwrap();
+    assert!(trusted.status.success(), "{}", text(&trusted));
+    assert!(marker.exists());
+}
