@@ -45,11 +45,11 @@ fn main() {
         let ns = started.elapsed().as_nanos() as f64 / images as f64;
         println!("pipeline/{size}: {:.1} images/s ({THREADS} threads)", 1e9 / ns);
         results.insert(format!("pipeline/{size}"), ns);
-        for (stage, ns) in stage_breakdown(&dataset.samples.iter().map(|s| s.path.clone()).collect::<Vec<_>>(), size) {
+        for (stage, ns) in stage_breakdown(&(0..dataset.len()).map(|i| dataset.path(i)).collect::<Vec<_>>(), size) {
             println!("  {stage:<8} {:.2} ms/image (one thread)", ns / 1e6);
             results.insert(format!("stage/{size}/{stage}"), ns);
         }
-        let costs = op_costs(&dataset.samples.iter().take(32).map(|s| s.path.clone()).collect::<Vec<_>>(), size);
+        let costs = op_costs(&(0..dataset.len().min(32)).map(|i| dataset.path(i)).collect::<Vec<_>>(), size);
         let line: Vec<String> = costs.iter().map(|(op, ns)| format!("{op} {:.2}", ns / 1e6)).collect();
         println!("  RandAugment ops, ms/image when applied: {}", line.join(", "));
     }

@@ -251,6 +251,7 @@ def main():
     card = {
         "model": args.model,
         "input_size": args.img_size,
+        "fixed_input_size": bool(backbone.pretrained_cfg.get("fixed_input_size", False)),
         "num_features": int(backbone.num_features),
         "num_classes": args.num_classes,
         "classifier": head_names,

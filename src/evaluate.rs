@@ -1,15 +1,18 @@
 //! Scoring a network on a labelled split: batched inference under
 //! `no_grad` (fp16 autocast on CUDA) into the metrics and the probability
 //! statistics. Used by the trainer after every epoch and by `asl validate`.
-//! Among several processes each scores its share of the split and the
-//! scores are gathered, so the metrics are those of the whole split.
+//! Only verified labels are scored (every label of COCO or VOC; a handful
+//! per image of Open Images), so memory grows with the labels, not with
+//! images × classes. Among several processes each scores its share of the
+//! split and sends it to rank 0, which computes the metrics of the whole
+//! split and sends everyone the report.
 
-use crate::data::{DataError, Loader, Normalization, Skipped};
+use crate::data::{DataError, Loader, Normalization, Skipped, UnknownInValidation, UNKNOWN};
 use crate::distributed::{DistError, ProcessGroup};
 use crate::loss::{batch_sums, LossError, ProbabilityStats};
-use crate::metrics::{MetricsAccumulator, MetricsError, MetricsReport};
+use crate::metrics::{MetricsError, MetricsReport, ScoredLabels, TOP_K};
 use crate::model::{ModelError, Network};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvaluateError {
@@ -27,6 +30,8 @@ pub enum EvaluateError {
     Torch(#[from] tch::TchError),
     #[error("no image of the split could be scored ({0} skipped as unreadable)")]
     NothingScored(usize),
+    #[error("the validation report could not be passed between ranks: {0}")]
+    Report(String),
 }
 
 pub type Result<T, E = EvaluateError> = std::result::Result<T, E>;
@@ -44,56 +49,75 @@ pub enum EvaluateEvent<'a> {
 pub struct Evaluation {
     pub report: MetricsReport,
     pub stats: ProbabilityStats,
-    /// Row-major `[images, K]` probabilities, in loader order.
-    pub probabilities: Vec<f32>,
-    /// Row-major `[images, K]` targets (1 / 0 / -1 unknown), same order.
-    pub targets: Vec<f32>,
-    /// Dataset index of each row.
-    pub indices: Vec<usize>,
+    /// One score per verified label and each image's top classes: of the
+    /// whole split alone and on rank 0, of this rank's share on the others.
+    pub scored: ScoredLabels,
     pub skipped: usize,
 }
 
+/// How to score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvaluateOptions {
+    /// fp16 autocast on CUDA.
+    pub amp: bool,
+    /// For CP/CR/CF1/OP/OR/OF1.
+    pub threshold: f32,
+    /// Whether labels that are not verified are left out or counted as negatives.
+    pub unknowns: UnknownInValidation,
+}
+
 /// Runs `network` in eval mode over every batch of `loader`, reporting
-/// progress and unreadable images to `on_event`. With `group`, `loader`
-/// reads this rank's share and every rank gets the whole split's figures.
+/// progress and unreadable images to `on_event`. Only verified labels are
+/// kept (with `unknowns: negative`, every label). With `group`, `loader`
+/// reads this rank's share; the shares go to rank 0, which computes the
+/// metrics and sends every rank the report.
 pub fn evaluate(
     network: &mut Network,
     loader: &Loader,
     group: Option<&ProcessGroup>,
-    amp: bool,
-    threshold: f32,
+    options: EvaluateOptions,
     on_event: &mut dyn FnMut(EvaluateEvent),
 ) -> Result<Evaluation> {
     network.set_train(false)?;
     let device = network.device();
     let normalization = input_normalization(network)?;
-    let mut metrics = MetricsAccumulator::new();
+    let classes = loader.dataset().num_classes();
+    let mut scored = ScoredLabels::new(classes, TOP_K);
     let mut sums = Tensor::f_zeros([4], (Kind::Double, device))?;
-    let mut indices = Vec::new();
     let mut epoch = loader.epoch(0, 0);
     for batch in epoch.by_ref() {
-        let batch = batch?;
+        let mut batch = batch?;
         batch.skipped.iter().for_each(|s| on_event(EvaluateEvent::Skipped(s)));
         if batch.is_empty() {
             continue;
         }
+        if options.unknowns == UnknownInValidation::Negative {
+            batch.targets.iter_mut().filter(|t| **t == UNKNOWN).for_each(|t| *t = 0.0);
+        }
         let images = batch.images_tensor(device, &normalization)?;
         let targets = batch.targets_tensor(device)?;
-        let logits = tch::no_grad(|| crate::ops::with_cuda_autocast(amp, || network.forward(&images)))?
+        let logits = tch::no_grad(|| crate::ops::with_cuda_autocast(options.amp, || network.forward(&images)))?
             .f_to_kind(Kind::Float)?;
         sums = sums.f_add(&batch_sums(&logits, &targets)?)?;
-        metrics.update(&logits.f_sigmoid()?, &targets)?;
-        indices.extend_from_slice(&batch.indices);
+        let probabilities = Vec::<f32>::try_from(logits.f_sigmoid()?.f_to_device(Device::Cpu)?.f_reshape([-1])?)?;
+        for (row, &index) in batch.indices.iter().enumerate() {
+            let span = row * classes..(row + 1) * classes;
+            scored.push_row(index as u32, &probabilities[span.clone()], &batch.targets[span])?;
+        }
         on_event(EvaluateEvent::Scored(batch.len()));
     }
     let mut skipped = epoch.skipped();
-    let mut stats = ProbabilityStats::from_sums(&Vec::<f64>::try_from(sums.f_to_device(tch::Device::Cpu)?)?);
-    if let Some(group) = group {
-        (metrics, indices) = gather(group, loader, network.device(), metrics, &indices, &mut stats, &mut skipped)?;
-    }
-    let report = metrics.compute(threshold)?.ok_or(EvaluateError::NothingScored(skipped))?;
-    let (probabilities, targets) = metrics.into_rows();
-    Ok(Evaluation { report, stats, probabilities, targets, indices, skipped })
+    let mut stats = ProbabilityStats::from_sums(&Vec::<f64>::try_from(sums.f_to_device(Device::Cpu)?)?);
+    let Some(group) = group else {
+        let report = MetricsReport::compute(&scored, options.threshold)?;
+        return match report.images {
+            0 => Err(EvaluateError::NothingScored(skipped)),
+            _ => Ok(Evaluation { report, stats, scored, skipped }),
+        };
+    };
+    sum_over_ranks(group, device, &mut stats, &mut skipped)?;
+    let (report, scored) = report_on_rank_0(group, device, scored, options.threshold, skipped)?;
+    Ok(Evaluation { report, stats, scored, skipped })
 }
 
 /// The input normalisation `network`'s card asks for, on its device.
@@ -102,45 +126,72 @@ pub fn input_normalization(network: &Network) -> Result<Normalization> {
     Ok(Normalization::new(mean, std, network.device())?)
 }
 
-/// Every rank's scores, in dataset order: each rank writes its rows into a
-/// zeroed `[images, K]` matrix at their dataset indices, and one sum over
-/// the ranks fills it (a sum of one value and zeros is that value, bit for
-/// bit). The statistics and skip counts are summed alongside.
-fn gather(
+/// The Δp sums and skip counts of every rank, summed.
+fn sum_over_ranks(
     group: &ProcessGroup,
-    loader: &Loader,
-    device: tch::Device,
-    local: MetricsAccumulator,
-    indices: &[usize],
+    device: Device,
     stats: &mut ProbabilityStats,
     skipped: &mut usize,
-) -> Result<(MetricsAccumulator, Vec<usize>)> {
-    let dataset = loader.dataset();
-    let (images, classes) = (dataset.len() as i64, dataset.num_classes() as i64);
-    let device = group.tensor_device(device);
-    let (scores, _) = local.into_rows();
-    let all = Tensor::f_zeros([images, classes], (Kind::Float, device))?;
-    let scored = Tensor::f_zeros([images], (Kind::Float, device))?;
-    if !indices.is_empty() {
-        let rows = Tensor::f_from_slice(&indices.iter().map(|&i| i as i64).collect::<Vec<_>>())?.f_to_device(device)?;
-        let values = Tensor::f_from_slice(&scores)?.f_view([-1, classes])?.f_to_device(device)?;
-        let _ = all.shallow_clone().f_index_copy_(0, &rows, &values)?;
-        let _ = scored.shallow_clone().f_index_fill_(0, &rows, 1.0)?;
-    }
-    group.allreduce_sum(&[&all, &scored])?;
-    let totals = Tensor::f_from_slice(&[&stats.to_sums()[..], &[*skipped as f64]].concat())?.f_to_device(device)?;
+) -> Result<()> {
+    let on_group = group.tensor_device(device);
+    let totals = Tensor::f_from_slice(&[&stats.to_sums()[..], &[*skipped as f64]].concat())?.f_to_device(on_group)?;
     group.allreduce_sum(&[&totals])?;
-    let totals = Vec::<f64>::try_from(totals.f_to_device(tch::Device::Cpu)?)?;
+    let totals = Vec::<f64>::try_from(totals.f_to_device(Device::Cpu)?)?;
     *stats = ProbabilityStats::from_sums(&totals);
     *skipped = totals[4].round() as usize;
-    let all = Vec::<f32>::try_from(all.f_to_device(tch::Device::Cpu)?.f_view([-1])?)?;
-    let scored = Vec::<f32>::try_from(scored.f_to_device(tch::Device::Cpu)?)?;
-    let (k, mut metrics, mut order) = (classes as usize, MetricsAccumulator::new(), Vec::new());
-    let mut targets = vec![0.0; k];
-    for index in (0..images as usize).filter(|&i| scored[i] > 0.0) {
-        dataset.write_targets(index, &mut targets);
-        metrics.update_slices(&all[index * k..(index + 1) * k], &targets, k)?;
-        order.push(index);
-    }
-    Ok((metrics, order))
+    Ok(())
+}
+
+/// Every rank's scored labels go to rank 0 alone (padded to the longest
+/// share, as c10d's gather wants equal sizes), which computes the report;
+/// the report, a few kilobytes, then goes to every rank. Rank 0 returns
+/// the whole split's labels, the others their own.
+fn report_on_rank_0(
+    group: &ProcessGroup,
+    device: Device,
+    scored: ScoredLabels,
+    threshold: f32,
+    skipped: usize,
+) -> Result<(MetricsReport, ScoredLabels)> {
+    let on_group = group.tensor_device(device);
+    let bytes = scored.to_bytes();
+    let lengths = Tensor::f_zeros([group.world_size() as i64], (Kind::Int64, on_group))?;
+    let _ = lengths.f_narrow(0, group.rank() as i64, 1)?.f_fill_(bytes.len() as i64)?;
+    group.allreduce_sum(&[&lengths])?;
+    let lengths = Vec::<i64>::try_from(lengths.f_to_device(Device::Cpu)?)?;
+    let longest = lengths.iter().copied().max().unwrap_or(0).max(1);
+    let mut padded = bytes;
+    padded.resize(longest as usize, 0);
+    let input = Tensor::f_from_slice(&padded)?.f_to_device(on_group)?;
+    let output = Tensor::f_zeros([longest * group.world_size() as i64], (Kind::Uint8, on_group))?;
+    group.gather(&input, &output, 0)?;
+    let (scored, report) = if group.is_main() {
+        let all = Vec::<u8>::try_from(output.f_to_device(Device::Cpu)?)?;
+        let shares = all.chunks(longest as usize).map(ScoredLabels::from_bytes).collect::<Result<Vec<_>, _>>()?;
+        let whole = ScoredLabels::concat(shares)?;
+        let report = (whole.rows() > 0).then(|| MetricsReport::compute(&whole, threshold)).transpose()?;
+        (whole, report)
+    } else {
+        (scored, None)
+    };
+    let report = broadcast_report(group, on_group, report)?.ok_or(EvaluateError::NothingScored(skipped))?;
+    Ok((report, scored))
+}
+
+/// Rank 0's report (or its absence: nothing scored) on every rank, as JSON bytes.
+fn broadcast_report(
+    group: &ProcessGroup,
+    on_group: Device,
+    report: Option<MetricsReport>,
+) -> Result<Option<MetricsReport>> {
+    let json = serde_json::to_vec(&report).map_err(|e| EvaluateError::Report(e.to_string()))?;
+    let length = Tensor::f_from_slice(&[json.len() as i64])?.f_to_device(on_group)?;
+    group.broadcast(&[&length], 0)?;
+    let length = length.f_to_device(Device::Cpu)?.int64_value(&[0]) as usize;
+    let mut bytes = json;
+    bytes.resize(length, 0);
+    let buffer = Tensor::f_from_slice(&bytes)?.f_to_device(on_group)?;
+    group.broadcast(&[&buffer], 0)?;
+    let bytes = Vec::<u8>::try_from(buffer.f_to_device(Device::Cpu)?)?;
+    serde_json::from_slice(&bytes).map_err(|e| EvaluateError::Report(e.to_string()))
 }

@@ -153,11 +153,11 @@ impl TensorBoard {
             self.scalar(tag, value, record.epoch);
         }
         let (mut positives, mut negatives) = (Vec::new(), Vec::new());
-        for (&p, &target) in model.probabilities.iter().zip(&model.targets) {
-            match target {
-                1.0 => positives.push(p),
-                0.0 => negatives.push(p),
-                _ => {}
+        for label in model.scored.labels() {
+            if label.positive {
+                positives.push(label.score);
+            } else {
+                negatives.push(label.score);
             }
         }
         self.probability_histogram("val/p_positive", &positives, record.epoch);

@@ -79,10 +79,10 @@ fn drop_last_controls_the_short_batch() {
         .map(|i| {
             let path = dir.path().join(format!("{i}.png"));
             ImageBuffer::from_pixel(8, 8, Rgb([i as u8 * 40, 0, 0])).save(&path).unwrap();
-            Sample { path, positives: vec![i % 2], unknown: vec![] }
+            Sample::new(path, vec![i % 2], vec![])
         })
         .collect();
-    let dataset = Arc::new(Dataset { class_names: vec!["a".into(), "b".into()], samples });
+    let dataset = Arc::new(Dataset::from_samples(vec!["a".into(), "b".into()], samples));
     let keep = loader(&dataset, LoaderConfig { batch_size: 2, image_size: 8, ..LoaderConfig::default() });
     assert_eq!(keep.epoch(0, 0).map(|b| b.unwrap().len()).collect::<Vec<_>>(), vec![2, 2, 1]);
     let drop =
@@ -107,12 +107,8 @@ fn unreadable_images_are_skipped_named_and_counted_or_fatal_when_strict() {
     let empty = dir.path().join("empty.png");
     std::fs::write(&empty, b"").unwrap();
     let paths = [good(0), truncated.clone(), good(1), text.clone(), missing.clone(), good(2), empty.clone()];
-    let samples = paths
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Sample { path: p.clone(), positives: vec![i as u32], unknown: vec![] })
-        .collect();
-    let dataset = Arc::new(Dataset { class_names: (0..7).map(|i| i.to_string()).collect(), samples });
+    let samples = paths.iter().enumerate().map(|(i, p)| Sample::new(p.clone(), vec![i as u32], vec![])).collect();
+    let dataset = Arc::new(Dataset::from_samples((0..7).map(|i| i.to_string()).collect(), samples));
 
     let config = LoaderConfig { batch_size: 7, image_size: 16, ..LoaderConfig::evaluation(7, 16) };
     let mut epoch = loader(&dataset, config).epoch(0, 0);

@@ -46,12 +46,12 @@ fn coco_mini_train_matches_the_raw_annotations() {
     assert_eq!(dataset.class_names[79], "toothbrush", "ids 1..90 with gaps map to 0..79 in ascending order");
     assert_eq!(dataset.len(), 208);
     let expected = labels_from_raw_json(&split.annotations);
-    for sample in &dataset.samples {
+    for sample in (0..dataset.len()).map(|i| dataset.sample(i)) {
         let file = sample.path.file_name().unwrap().to_str().unwrap();
         assert_eq!(sample.positives, expected[file], "{file}");
         assert!(sample.path.is_file(), "{}", sample.path.display());
     }
-    let background = dataset.samples.iter().filter(|s| s.positives.is_empty()).count();
+    let background = (0..dataset.len()).filter(|&i| dataset.sample(i).positives.is_empty()).count();
     assert_eq!(background, 2, "the two background images are kept as all-negative");
     let dropped = split.load(&CocoOptions { drop_unannotated: true, ..Default::default() }).unwrap();
     assert_eq!(dropped.len(), 206);
@@ -66,8 +66,7 @@ fn coco_crowd_policy() {
         "categories": [{"id": 3, "name": "c3"}, {"id": 5, "name": "c5"}]}"#;
     let path = dir.path().join("instances.json");
     std::fs::write(&path, json).unwrap();
-    let load =
-        |crowd| load_coco(&path, dir.path(), &CocoOptions { crowd, ..Default::default() }).unwrap().samples[0].clone();
+    let load = |crowd| load_coco(&path, dir.path(), &CocoOptions { crowd, ..Default::default() }).unwrap().sample(0);
     assert_eq!(load(CrowdPolicy::Include).positives, vec![0, 1]);
     assert_eq!(load(CrowdPolicy::Exclude).positives, vec![0]);
     let unknown = load(CrowdPolicy::Unknown);
@@ -124,12 +123,12 @@ fn voc_layout_with_difficult_policies() {
     write_voc_fixture(dir.path());
     let dataset = load_voc(dir.path(), "trainval", DifficultPolicy::Include).unwrap();
     assert_eq!(dataset.num_classes(), 20);
-    assert_eq!(dataset.samples[0].positives, vec![11, 14], "dog = 11, person = 14");
-    assert!(dataset.samples[0].path.ends_with("JPEGImages/000001.jpg"));
-    assert_eq!(dataset.samples[1].positives, vec![7, 19]);
-    assert_eq!(load_voc(dir.path(), "trainval", DifficultPolicy::Exclude).unwrap().samples[1].positives, vec![19]);
+    assert_eq!(dataset.sample(0).positives, vec![11, 14], "dog = 11, person = 14");
+    assert!(dataset.path(0).ends_with("JPEGImages/000001.jpg"));
+    assert_eq!(dataset.sample(1).positives, vec![7, 19]);
+    assert_eq!(load_voc(dir.path(), "trainval", DifficultPolicy::Exclude).unwrap().sample(1).positives, vec![19]);
     let unknown = load_voc(dir.path(), "trainval", DifficultPolicy::Unknown).unwrap();
-    assert_eq!((unknown.samples[1].positives.clone(), unknown.samples[1].unknown.clone()), (vec![19], vec![7]));
+    assert_eq!((unknown.sample(1).positives, unknown.sample(1).unknown), (vec![19], vec![7]));
 
     std::fs::write(
         dir.path().join("Annotations/000002.xml"),
@@ -150,17 +149,18 @@ fn csv_and_tsv_lists_with_partial_labels() {
     std::fs::write(&csv, "path,labels,unknown\nimg/a.jpg,cat dog,sky\nimg/b.jpg,,cat\nimg/c.jpg,sky,\n").unwrap();
     let dataset = load_list(&csv, &ListOptions::default()).unwrap();
     assert_eq!(dataset.class_names, vec!["cat", "dog", "sky"]);
-    assert_eq!(dataset.samples[0].positives, vec![0, 1]);
-    assert_eq!(dataset.samples[0].unknown, vec![2]);
-    assert_eq!(dataset.samples[1].unknown, vec![0]);
-    assert!(dataset.samples[0].path.ends_with("img/a.jpg"));
+    assert_eq!(dataset.sample(0).positives, vec![0, 1]);
+    assert_eq!(dataset.sample(0).unknown, vec![2]);
+    assert_eq!(dataset.sample(1).unknown, vec![0]);
+    assert!(dataset.path(0).ends_with("img/a.jpg"));
     let mut row = vec![0.0; 3];
     dataset.write_targets(0, &mut row);
     assert_eq!(row, vec![1.0, 1.0, -1.0]);
 
     let tsv = dir.path().join("list.tsv");
     std::fs::write(&tsv, "labels\tpath\ncat;dog\tx.jpg\nbird\ty.jpg\n").unwrap();
-    let options = ListOptions { label_separator: ';', classes: Some(vec!["cat".into(), "dog".into()]) };
+    let options =
+        ListOptions { label_separator: ';', classes: Some(vec!["cat".into(), "dog".into()]), ..Default::default() };
     let err = load_list(&tsv, &options).unwrap_err().to_string();
     assert!(err.contains("list.tsv:3: label `bird` is not one of the 2 classes"), "{err}");
 
@@ -198,10 +198,12 @@ trait CloneWithRoot {
 
 impl CloneWithRoot for asl::data::Dataset {
     fn clone_with_root(&self, new: &Path, old: &Path) -> Self {
-        let mut copy = self.clone();
-        for s in &mut copy.samples {
-            s.path = new.join(s.path.strip_prefix(old).unwrap());
-        }
-        copy
+        let samples = (0..self.len())
+            .map(|i| {
+                let sample = self.sample(i);
+                asl::data::Sample { path: new.join(sample.path.strip_prefix(old).unwrap()), ..sample }
+            })
+            .collect();
+        asl::data::Dataset::from_samples(self.class_names.clone(), samples)
     }
 }

@@ -10,7 +10,7 @@ use asl::model::Network;
 use asl::train::{prepare, RunOptions, TrainConfig};
 use common::distributed::{as_rank, free_port, run_ranks, wait_all};
 use common::python::run_python;
-use common::training::{state, text, Fixture};
+use common::training::{state, text, validate_report, Fixture};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -171,18 +171,7 @@ fn only_rank_0_writes_validation_is_whole_and_runs_resume_across_world_sizes() {
     assert_eq!(events, 1, "one TensorBoard event file, rank 0's");
 
     // The sharded, gathered mAP is the whole split's: one process scoring the checkpoint agrees.
-    let report = f.dir.path().join("report.json");
-    let validate = Command::new(env!("CARGO_BIN_EXE_asl"))
-        .args(["validate", "--device", "cpu", "--batch-size", "7", "--model"])
-        .arg(run.join("checkpoints/last"))
-        .arg("--data")
-        .arg(f.dir.path().join("data"))
-        .arg("--json")
-        .arg(&report)
-        .output()
-        .unwrap();
-    assert!(validate.status.success(), "{}", text(&validate));
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let json = validate_report(&run.join("checkpoints/last"), &f.dir.path().join("data"), &["--batch-size", "7"]);
     let alone = json["average_precision"]["map"].as_f64().unwrap();
     let sharded = state(&run).history[0].map.unwrap();
     assert!((alone - sharded).abs() < 1e-4, "validation on 2 ranks {sharded} vs 1 rank {alone}");

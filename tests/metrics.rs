@@ -1,7 +1,8 @@
 //! Metrics on examples worked out by hand (see the comments for the arithmetic).
 
 use asl::metrics::{
-    MeanAveragePrecision, MetricsAccumulator, MetricsError, MetricsReport, ScoreMatrix, Selection, ThresholdMetrics,
+    MeanAveragePrecision, MetricsAccumulator, MetricsError, MetricsReport, ScoreMatrix, ScoredLabels, Selection,
+    ThresholdMetrics, TOP_K,
 };
 use tch::Tensor;
 
@@ -15,13 +16,18 @@ fn row_major(columns: &[&[f32]]) -> Vec<f32> {
     (0..rows).flat_map(|r| columns.iter().map(move |c| c[r])).collect()
 }
 
+/// The verified labels of `matrix`, each row's best `k` classes kept for the top-k metrics.
+fn scored(matrix: &ScoreMatrix, k: usize) -> ScoredLabels {
+    ScoredLabels::from_matrix(matrix, k)
+}
+
 #[test]
 fn average_precision_without_ties() {
     // Ranked: + - + - +  → precision at positives 1/1, 2/3, 3/5 → AP = (1 + 2/3 + 3/5) / 3.
     let scores = [0.9, 0.8, 0.7, 0.6, 0.5];
     let targets = [1.0, 0.0, 1.0, 0.0, 1.0];
     let matrix = ScoreMatrix::new(&scores, &targets, 1).unwrap();
-    let map = MeanAveragePrecision::compute(&matrix);
+    let map = MeanAveragePrecision::compute(&scored(&matrix, TOP_K));
     assert!(close(map.map.unwrap(), 100.0 * (1.0 + 2.0 / 3.0 + 3.0 / 5.0) / 3.0), "{map:?}");
 }
 
@@ -36,7 +42,7 @@ fn tied_scores_share_the_precision_at_the_end_of_their_group() {
         ([0.1, 0.5, 0.9, 0.5], [1.0, 0.0, 0.0, 1.0]),
     ] {
         let matrix = ScoreMatrix::new(&scores, &targets, 1).unwrap();
-        let ap = MeanAveragePrecision::compute(&matrix).map.unwrap();
+        let ap = MeanAveragePrecision::compute(&scored(&matrix, TOP_K)).map.unwrap();
         assert!(close(ap, expected), "{ap} vs {expected}");
     }
 }
@@ -47,7 +53,7 @@ fn classes_without_positives_are_excluded_and_counted() {
     let scores = row_major(&[&[0.9, 0.1], &[0.3, 0.4], &[0.8, 0.2]]);
     let targets = row_major(&[&[1.0, 0.0], &[0.0, 0.0], &[0.0, 1.0]]);
     let matrix = ScoreMatrix::new(&scores, &targets, 3).unwrap();
-    let map = MeanAveragePrecision::compute(&matrix);
+    let map = MeanAveragePrecision::compute(&scored(&matrix, TOP_K));
     assert_eq!(map.classes_without_positives, 1);
     assert_eq!(map.per_class, vec![Some(100.0), None, Some(50.0)]);
     assert!(close(map.map.unwrap(), 75.0));
@@ -59,7 +65,10 @@ fn unknown_labels_are_left_out_of_average_precision() {
     let scores = [0.95, 0.9, 0.8, 0.7];
     let targets = [-1.0, 1.0, 0.0, 1.0];
     let matrix = ScoreMatrix::new(&scores, &targets, 1).unwrap();
-    assert!(close(MeanAveragePrecision::compute(&matrix).map.unwrap(), 100.0 * (1.0 + 2.0 / 3.0) / 2.0));
+    assert!(close(
+        MeanAveragePrecision::compute(&scored(&matrix, TOP_K)).map.unwrap(),
+        100.0 * (1.0 + 2.0 / 3.0) / 2.0
+    ));
 }
 
 /// 3 images × 3 classes.
@@ -77,7 +86,7 @@ fn threshold_metrics_by_hand() {
     // CP = (1 + 1 + 0)/3, CR = (1 + 1/2 + 0)/3, OP = 3/5, OR = 3/5.
     let (scores, targets) = three_by_three();
     let matrix = ScoreMatrix::new(&scores, &targets, 3).unwrap();
-    let m = ThresholdMetrics::compute(&matrix, Selection::Threshold(0.8)).unwrap();
+    let m = ThresholdMetrics::compute(&scored(&matrix, TOP_K), Selection::Threshold(0.8)).unwrap();
     let (cp, cr) = (200.0 / 3.0, 50.0);
     assert!(close(m.cp, cp) && close(m.cr, cr), "{m:?}");
     assert!(close(m.cf1, 2.0 * cp * cr / (cp + cr)));
@@ -90,12 +99,12 @@ fn top_k_metrics_by_hand() {
     // class 0: 1/1/2; class 1: 1/1/2; class 2: 0/1/1 → CP 2/3, CR 1/3, OP 2/3, OR 2/5.
     let (scores, targets) = three_by_three();
     let matrix = ScoreMatrix::new(&scores, &targets, 3).unwrap();
-    let m = ThresholdMetrics::compute(&matrix, Selection::TopK(1)).unwrap();
+    let m = ThresholdMetrics::compute(&scored(&matrix, 1), Selection::TopK(1)).unwrap();
     assert!(close(m.cp, 200.0 / 3.0) && close(m.cr, 100.0 / 3.0), "{m:?}");
     assert!(close(m.cf1, 2.0 * (200.0 / 3.0) * (100.0 / 3.0) / 100.0));
     assert!(close(m.op, 200.0 / 3.0) && close(m.or, 40.0) && close(m.of1, 50.0), "{m:?}");
     // top-3 of 3 classes predicts everything: recall 100, precision = positives / labels.
-    let all = ThresholdMetrics::compute(&matrix, Selection::TopK(3)).unwrap();
+    let all = ThresholdMetrics::compute(&scored(&matrix, 3), Selection::TopK(3)).unwrap();
     assert!(close(all.or, 100.0) && close(all.op, 500.0 / 9.0), "{all:?}");
 }
 
@@ -103,7 +112,7 @@ fn top_k_metrics_by_hand() {
 fn tensor_and_slice_paths_agree_and_accumulate_batches() {
     let (scores, targets) = three_by_three();
     let matrix = ScoreMatrix::new(&scores, &targets, 3).unwrap();
-    let direct = MetricsReport::compute(&matrix, 0.8).unwrap();
+    let direct = MetricsReport::compute(&scored(&matrix, TOP_K), 0.8).unwrap();
     let mut acc = MetricsAccumulator::new();
     for rows in [0..1usize, 1..3] {
         let s = Tensor::from_slice(&scores[rows.start * 3..rows.end * 3]).view([-1, 3]);
@@ -133,7 +142,7 @@ fn bad_inputs_name_the_fault() {
 fn report_prints_the_excluded_class_count() {
     let scores = row_major(&[&[0.9, 0.1], &[0.3, 0.4]]);
     let targets = row_major(&[&[1.0, 0.0], &[0.0, 0.0]]);
-    let report = MetricsReport::compute(&ScoreMatrix::new(&scores, &targets, 2).unwrap(), 0.5).unwrap();
+    let report = MetricsReport::compute(&scored(&ScoreMatrix::new(&scores, &targets, 2).unwrap(), TOP_K), 0.5).unwrap();
     let text = report.to_string();
     assert!(text.starts_with("mAP 100.00 over 2 images, 2 classes (1 without positives, excluded)"), "{text}");
     assert!(text.contains("top-2"), "{text}");

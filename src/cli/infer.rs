@@ -61,7 +61,7 @@ pub fn run(args: &InferArgs) -> Result<()> {
     };
     let samples = collect_images(&args.inputs)?;
     let total = samples.len();
-    let dataset = Arc::new(Dataset { class_names: names.clone(), samples });
+    let dataset = Arc::new(Dataset::from_samples(names.clone(), samples));
     let loader = Loader::new(Arc::clone(&dataset), LoaderConfig::evaluation(args.model.batch_size, size))?;
     let mut out: Box<dyn Write> = match &args.out {
         Some(path) => Box::new(std::io::BufWriter::new(
@@ -88,7 +88,7 @@ pub fn run(args: &InferArgs) -> Result<()> {
             }
             for (row, &index) in batch.indices.iter().enumerate() {
                 let labels = pick(&probabilities[row * k..(row + 1) * k], &names, &rule);
-                lines.push((index, json!({"file": dataset.samples[index].path, "labels": labels})));
+                lines.push((index, json!({"file": dataset.path(index), "labels": labels})));
             }
             scored += batch.len();
         }
@@ -140,5 +140,5 @@ fn collect_images(inputs: &[PathBuf]) -> Result<Vec<Sample>> {
     if paths.is_empty() {
         bail!("no images found in {:?}", inputs);
     }
-    Ok(paths.into_iter().map(|path| Sample { path, positives: vec![], unknown: vec![] }).collect())
+    Ok(paths.into_iter().map(|path| Sample { path, ..Sample::default() }).collect())
 }

@@ -1,7 +1,7 @@
 //! `asl synth`: the built-in synthetic multi-label dataset.
 
 use anyhow::{Context, Result};
-use asl::data::sources::{write_synthetic, SynthConfig, SynthFormat};
+use asl::data::sources::{write_synthetic, write_synthetic_openimages, SynthConfig, SynthFormat};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -12,11 +12,23 @@ enum Format {
     Jpeg,
 }
 
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum Layout {
+    /// annotations/instances_{train,val}.json with train/ and val/ (every label verified).
+    Coco,
+    /// An Open Images download folder (V7 file names): human-verified positives and negatives, the rest
+    /// unknown, some labels of untrainable classes, and two listed training images missing.
+    Openimages,
+}
+
 #[derive(Args)]
 pub struct SynthArgs {
-    /// Output directory (COCO layout: annotations/instances_{train,val}.json, train/, val/).
+    /// Output directory.
     #[arg(long)]
     out: PathBuf,
+    /// Folder layout and label files.
+    #[arg(long, value_enum, default_value_t = Layout::Coco)]
+    layout: Layout,
     /// Number of classes (shape × colour pairs), 1 to 32.
     #[arg(long, default_value_t = 32)]
     classes: usize,
@@ -50,8 +62,11 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         },
     };
     let start = Instant::now();
-    write_synthetic(&args.out, &config)
-        .with_context(|| format!("cannot write the dataset to {}", args.out.display()))?;
+    let written = match args.layout {
+        Layout::Coco => write_synthetic(&args.out, &config),
+        Layout::Openimages => write_synthetic_openimages(&args.out, &config),
+    };
+    written.with_context(|| format!("cannot write the dataset to {}", args.out.display()))?;
     println!(
         "wrote {} train + {} val images ({} classes, {}px) to {} in {:.1}s",
         args.train_images,

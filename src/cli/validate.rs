@@ -4,8 +4,8 @@ use super::model_args::ModelArgs;
 use anyhow::{Context, Result};
 use asl::config::{read_yaml, resolve, Validate};
 use asl::data::{DataConfig, Loader, LoaderConfig, SourceKind, Split};
-use asl::evaluate::{evaluate, EvaluateEvent};
-use asl::metrics::{tune_thresholds, ClassThresholds, MetricsReport, ScoreMatrix};
+use asl::evaluate::{evaluate, EvaluateEvent, EvaluateOptions};
+use asl::metrics::{tune_thresholds, ClassThresholds, MetricsReport, ScoredLabels};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,8 @@ enum Source {
     Coco,
     Voc,
     List,
+    /// An Open Images download folder: verified labels only.
+    Openimages,
 }
 
 #[derive(Args)]
@@ -32,7 +34,7 @@ pub struct ValidateArgs {
     config: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Source::Coco)]
     source: Source,
-    /// Split to score (COCO: val → val2017 or val2014; VOC: test).
+    /// Split to score (COCO: val → val2017 or val2014; VOC: test; Open Images: validation or test).
     #[arg(long, default_value = "val")]
     split: String,
     /// Threshold of CP, CR, CF1, OP, OR and OF1.
@@ -64,7 +66,24 @@ struct JsonReport<'a> {
     #[serde(flatten)]
     report: &'a MetricsReport,
     per_class: Vec<ClassRow<'a>>,
-    probabilities: &'a [f32],
+    /// Per scored image, in scoring order: its dataset index and the probability of each verified label.
+    scores: Vec<ImageScores>,
+}
+
+#[derive(Serialize)]
+struct ImageScores {
+    image: u32,
+    /// `[class, probability]` for each label the image has verified.
+    labels: Vec<(u32, f32)>,
+}
+
+fn scores_json(scored: &ScoredLabels) -> Vec<ImageScores> {
+    let mut images: Vec<ImageScores> =
+        scored.images().iter().map(|&image| ImageScores { image, labels: Vec::new() }).collect();
+    for label in scored.labels() {
+        images[label.row as usize].labels.push((label.class, label.score));
+    }
+    images
 }
 
 pub fn run(args: &ValidateArgs) -> Result<()> {
@@ -88,7 +107,8 @@ pub fn run(args: &ValidateArgs) -> Result<()> {
         EvaluateEvent::Scored(images) => progress.inc(images as u64),
         EvaluateEvent::Skipped(s) => progress.println(format!("warning: skipped {}: {}", s.path.display(), s.reason)),
     };
-    let evaluation = evaluate(&mut network, &loader, None, amp, args.threshold, &mut on_event)?;
+    let options = EvaluateOptions { amp, threshold: args.threshold, unknowns: data.unknown_in_validation };
+    let evaluation = evaluate(&mut network, &loader, None, options, &mut on_event)?;
     progress.finish_and_clear();
     let report = &evaluation.report;
     println!(
@@ -113,13 +133,12 @@ pub fn run(args: &ValidateArgs) -> Result<()> {
     }
     if let Some(path) = &args.json {
         let model = args.model.model_file()?.display().to_string();
-        let json = JsonReport { model, report, per_class: rows, probabilities: &evaluation.probabilities };
+        let json = JsonReport { model, report, per_class: rows, scores: scores_json(&evaluation.scored) };
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if args.tune_thresholds {
-        let matrix = ScoreMatrix::new(&evaluation.probabilities, &evaluation.targets, dataset.num_classes())?;
-        let tuned = tune_thresholds(&matrix, dataset.class_names.clone(), args.threshold);
+        let tuned = tune_thresholds(&evaluation.scored, dataset.class_names.clone(), args.threshold);
         let path = ClassThresholds::path_for(&args.model.model_file()?);
         tuned.save(&path).with_context(|| format!("cannot write {}", path.display()))?;
         println!("per-class thresholds written to {} (asl infer uses them)", path.display());
@@ -149,6 +168,7 @@ fn data_section(args: &ValidateArgs, size: u32) -> Result<DataConfig> {
             Source::Coco => SourceKind::Coco,
             Source::Voc => SourceKind::Voc,
             Source::List => SourceKind::List,
+            Source::Openimages => SourceKind::Openimages,
         };
     }
     data.path = Some(args.data.clone());

@@ -2,8 +2,12 @@
 //! loader settings.
 
 use super::error::{DataError, Result};
+use super::labels::Unlisted;
 use super::loader::{LoaderConfig, Shard};
-use super::sources::{load_list, load_voc, CocoOptions, CocoSplit, CrowdPolicy, DifficultPolicy, ListOptions};
+use super::sources::{
+    load_list, load_voc, CocoOptions, CocoSplit, CrowdPolicy, DifficultPolicy, ListOptions, OpenImagesOptions,
+    OpenImagesSplit,
+};
 use super::transform::AugmentConfig;
 use super::Dataset;
 use crate::config::{at_least_one, key_error, Validate};
@@ -19,15 +23,28 @@ pub enum SourceKind {
     Coco,
     /// `VOCdevkit/VOC2007` layout.
     Voc,
-    /// CSV/TSV list (`path,labels[,unknown]`).
+    /// CSV/TSV list (`path,labels[,negatives][,unknown]`).
     List,
+    /// An Open Images download folder (V6 or V7 file names): human-verified labels, unlisted ones unknown.
+    Openimages,
+}
+
+/// How validation scores a label that is not verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownInValidation {
+    /// Leave it out: mAP over verified labels, per class with a verified positive (the Open Images protocol).
+    #[default]
+    Skip,
+    /// Count it as a negative, as if the split were fully annotated.
+    Negative,
 }
 
 /// Where the images come from and how they are batched.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// coco (also the layout `asl synth` writes), voc or list.
+    /// coco (also the layout `asl synth` writes), voc, list or openimages.
     pub source: SourceKind,
     /// Dataset root (COCO, VOC) or list file; usually given as --data.
     pub path: Option<PathBuf>,
@@ -60,6 +77,15 @@ pub struct DataConfig {
     pub difficult: DifficultPolicy,
     /// Lists: the separator between labels.
     pub label_separator: char,
+    /// Lists: what a class a row does not name is, negative (fully annotated) or unknown (partial labels).
+    /// Open Images is always unknown.
+    pub unlisted: Unlisted,
+    /// Open Images: machine-generated labels with at least this confidence join the human-verified ones as
+    /// positives; null leaves them out.
+    pub machine_label_threshold: Option<f32>,
+    /// Validation of partially labelled data: skip unverified labels (the Open Images protocol) or count them
+    /// as negatives.
+    pub unknown_in_validation: UnknownInValidation,
     /// Training augmentation, applied after the resize (validation has none).
     pub augment: AugmentConfig,
 }
@@ -83,6 +109,9 @@ impl Default for DataConfig {
             crowd: CrowdPolicy::default(),
             difficult: DifficultPolicy::default(),
             label_separator: ' ',
+            unlisted: Unlisted::Negative,
+            machine_label_threshold: None,
+            unknown_in_validation: UnknownInValidation::Skip,
             augment: AugmentConfig::default(),
         }
     }
@@ -94,6 +123,9 @@ impl Validate for DataConfig {
             return Err(key_error("data.image_size", "must be at least 1"));
         }
         at_least_one("data.batch_size", self.batch_size)?;
+        if let Some(threshold) = self.machine_label_threshold {
+            crate::config::in_closed_unit("data.machine_label_threshold", f64::from(threshold))?;
+        }
         match self.val_batch_size {
             Some(size) => at_least_one("data.val_batch_size", size),
             None => Ok(()),
@@ -120,6 +152,16 @@ impl DataConfig {
                 .load(&CocoOptions { drop_unannotated: self.drop_unannotated, crowd: self.crowd })?,
             SourceKind::Voc => load_voc(root, name, self.difficult)?,
             SourceKind::List => self.load_list(root, split)?,
+            SourceKind::Openimages => {
+                let options = OpenImagesOptions {
+                    machine_threshold: self.machine_label_threshold,
+                    strict: self.strict,
+                    skip_image_check: false,
+                };
+                let (mut dataset, counts) = OpenImagesSplit::find(root, name)?.load(&options)?;
+                dataset.notes = counts.notes(name);
+                dataset
+            }
         };
         if dataset.is_empty() {
             return Err(DataError::Empty(root.clone()));
@@ -128,7 +170,7 @@ impl DataConfig {
     }
 
     fn load_list(&self, train_list: &std::path::Path, split: Split) -> Result<Dataset> {
-        let options = ListOptions { label_separator: self.label_separator, classes: None };
+        let options = ListOptions { label_separator: self.label_separator, classes: None, unlisted: self.unlisted };
         let train = load_list(train_list, &options)?;
         match (split, &self.val_path) {
             (Split::Train, _) => Ok(train),

@@ -163,7 +163,7 @@ impl Loader {
             .thread_name(|i| format!("asl-decode-{i}"))
             .build()
             .map_err(|e| DataError::Option { name: "threads", message: e.to_string() })?;
-        let partial = dataset.samples.iter().any(|s| !s.unknown.is_empty());
+        let partial = dataset.has_unknown_labels();
         Ok(Self { dataset, config, pool: Arc::new(pool), partial })
     }
 
@@ -357,7 +357,7 @@ impl Producer {
                         Ok(Err(error)) => error.to_string(),
                         Err(panic) => format!("decoding panicked: {}", panic_message(panic.as_ref())),
                     };
-                    Some(Skipped { index, path: self.dataset.samples[index].path.clone(), reason })
+                    Some(Skipped { index, path: self.dataset.path(index), reason })
                 })
                 .collect()
         });
@@ -381,13 +381,13 @@ impl Producer {
 
     /// Decodes, resizes and augments sample `index` into `pixels`.
     fn load(&self, index: usize, pixels: &mut [u8]) -> Result<()> {
-        let sample = &self.dataset.samples[index];
+        let path = self.dataset.path(index);
         #[cfg(test)]
-        hooks::before_decode(&sample.path);
+        hooks::before_decode(&path);
         let size = self.config.image_size;
         WORKSPACE.with(|workspace| {
             let (buffers, resizer, scratch) = &mut *workspace.borrow_mut();
-            let decoded = decode_rgb_into(&sample.path, buffers)?;
+            let decoded = decode_rgb_into(&path, buffers)?;
             resize_into(decoded, size, pixels, resizer);
             let mut rng = sample_rng(Stream::Augment, self.config.seed, self.epoch, index as u64);
             self.config.augment.apply(pixels, size as usize, scratch, &mut rng);
@@ -441,8 +441,8 @@ mod hooks {
     }
 
     pub fn before_batch(dataset: &Dataset, position: usize) {
-        let first = &dataset.samples[0].path;
-        if PANIC_AT_BATCH.lock().unwrap().iter().any(|(p, b)| p == first && *b == position) {
+        let first = dataset.path(0);
+        if PANIC_AT_BATCH.lock().unwrap().iter().any(|(p, b)| *p == first && *b == position) {
             panic!("injected loader panic at batch {position}");
         }
     }
@@ -467,7 +467,7 @@ mod tests {
     fn a_panicking_decode_skips_that_image_and_names_it() {
         let dir = tempfile::tempdir().unwrap();
         let dataset = synthetic(dir.path());
-        let victim = dataset.samples[3].path.clone();
+        let victim = dataset.path(3);
         hooks::PANIC_DECODING.lock().unwrap().push(victim.clone());
         let batches: Vec<Batch> = loader(&dataset).epoch(0, 0).collect::<Result<_>>().unwrap();
         let skipped: Vec<&Skipped> = batches.iter().flat_map(|b| &b.skipped).collect();
@@ -481,7 +481,7 @@ mod tests {
     fn a_dead_loader_thread_ends_the_epoch_with_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let dataset = synthetic(dir.path());
-        hooks::PANIC_AT_BATCH.lock().unwrap().push((dataset.samples[0].path.clone(), 2));
+        hooks::PANIC_AT_BATCH.lock().unwrap().push((dataset.path(0), 2));
         let results: Vec<Result<Batch>> = loader(&dataset).epoch(0, 0).collect();
         assert_eq!(results.len(), 3);
         assert!(results[..2].iter().all(Result::is_ok));

@@ -3,15 +3,17 @@
 mod config;
 mod dataset;
 mod error;
+pub mod labels;
 mod loader;
 mod normalize;
 mod rng;
 pub mod sources;
 pub mod transform;
 
-pub use config::{DataConfig, SourceKind, Split};
+pub use config::{DataConfig, SourceKind, Split, UnknownInValidation};
 pub use dataset::{Dataset, Sample, UNKNOWN};
 pub use error::{DataError, Result};
+pub use labels::{LabelState, Labels, Unlisted};
 pub(crate) use loader::panic_message;
 pub use loader::{Batch, EpochIter, Loader, LoaderConfig, Shard, Skipped};
 pub use normalize::Normalization;

@@ -178,6 +178,16 @@ impl ProcessGroup {
         self.check("broadcast", status)
     }
 
+    /// Every rank's `input` into `output` on rank `root`, rank after rank
+    /// along the first dimension (`output` holds world × `input`'s rows
+    /// there, and is not touched elsewhere). The inputs must have the same
+    /// shape on every rank.
+    pub fn gather(&self, input: &Tensor, output: &Tensor, root: usize) -> Result<()> {
+        // SAFETY: both handles point to live tensors for the duration of the call.
+        let status = unsafe { ffi::asl_gather(self.raw, ffi::handle(input), ffi::handle(output), root as i32) };
+        self.check("gather", status)
+    }
+
     /// Returns when every rank has called it.
     pub fn barrier(&self) -> Result<()> {
         // SAFETY: the group is live.

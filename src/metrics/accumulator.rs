@@ -1,7 +1,8 @@
 //! Collects scores batch by batch, in burn's `update`/`compute` shape.
 
 use super::error::{MetricsError, Result};
-use super::report::MetricsReport;
+use super::report::{MetricsReport, TOP_K};
+use super::scored::ScoredLabels;
 use super::scores::{check_tensor_shapes, tensor_to_vec, ScoreMatrix};
 use tch::Tensor;
 
@@ -43,7 +44,7 @@ impl MetricsAccumulator {
     pub fn compute(&self, threshold: f32) -> Result<Option<MetricsReport>> {
         let Some(classes) = self.classes else { return Ok(None) };
         let matrix = ScoreMatrix::new(&self.scores, &self.targets, classes)?;
-        MetricsReport::compute(&matrix, threshold).map(Some)
+        MetricsReport::compute(&ScoredLabels::from_matrix(&matrix, TOP_K), threshold).map(Some)
     }
 
     /// The row-major `[images, K]` scores and targets appended, in order.

@@ -7,17 +7,13 @@
 //! ties (the reference's `argsort` leaves that to chance). Without ties
 //! this is exactly the reference's value.
 
-use super::scores::ScoreMatrix;
+use super::scored::ScoredLabels;
 
-/// AP of one class in `0..=1`, or `None` when the class has no positive.
-pub fn class_average_precision(matrix: &ScoreMatrix, class: usize, keys: &mut Vec<u64>) -> Option<f64> {
+/// AP in `0..=1` of one class's verified labels, `(score, positive)` in
+/// any order, or `None` when none is positive. `keys` is scratch space.
+pub fn class_average_precision(column: &[(f32, bool)], keys: &mut Vec<u64>) -> Option<f64> {
     keys.clear();
-    for row in 0..matrix.rows() {
-        let target = matrix.target(row, class);
-        if target >= 0.0 {
-            keys.push(descending_key(matrix.score(row, class)) << 1 | u64::from(target == 1.0));
-        }
-    }
+    keys.extend(column.iter().map(|&(score, positive)| descending_key(score) << 1 | u64::from(positive)));
     keys.sort_unstable();
     let mut precision_sum = 0.0;
     let (mut seen, mut positives) = (0usize, 0usize);
@@ -35,9 +31,9 @@ pub fn class_average_precision(matrix: &ScoreMatrix, class: usize, keys: &mut Ve
 }
 
 /// AP per class (`None` for classes without positives), as fractions.
-pub fn per_class_average_precision(matrix: &ScoreMatrix) -> Vec<Option<f64>> {
-    let mut keys = Vec::with_capacity(matrix.rows());
-    (0..matrix.classes()).map(|class| class_average_precision(matrix, class, &mut keys)).collect()
+pub fn per_class_average_precision(scored: &ScoredLabels) -> Vec<Option<f64>> {
+    let mut keys = Vec::new();
+    scored.by_class().iter().map(|column| class_average_precision(column, &mut keys)).collect()
 }
 
 /// Maps a finite f32 to a u64 whose ascending order is the scores'

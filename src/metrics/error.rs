@@ -14,6 +14,8 @@ pub enum MetricsError {
     InvalidTarget { value: f32, row: usize, col: usize },
     #[error("top-k needs k >= 1 and at most the {classes} classes, got k = {k}")]
     InvalidTopK { k: usize, classes: usize },
+    #[error("{0}")]
+    Corrupt(String),
     #[error(transparent)]
     Torch(#[from] TchError),
 }

@@ -3,15 +3,15 @@
 
 use super::average_precision::per_class_average_precision;
 use super::error::Result;
-use super::scores::ScoreMatrix;
+use super::scored::ScoredLabels;
 use super::threshold::{Selection, ThresholdMetrics};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How many top-scoring labels per image the top-k metrics take (paper Table 7).
 pub const TOP_K: usize = 3;
 
 /// mAP over the classes that have at least one positive.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeanAveragePrecision {
     /// Mean AP × 100; `None` when no class has a positive.
     pub map: Option<f64>,
@@ -22,16 +22,16 @@ pub struct MeanAveragePrecision {
 }
 
 impl MeanAveragePrecision {
-    pub fn compute(matrix: &ScoreMatrix) -> Self {
+    pub fn compute(scored: &ScoredLabels) -> Self {
         let per_class: Vec<Option<f64>> =
-            per_class_average_precision(matrix).into_iter().map(|ap| ap.map(|v| 100.0 * v)).collect();
-        let scored: Vec<f64> = per_class.iter().flatten().copied().collect();
-        let map = (!scored.is_empty()).then(|| scored.iter().sum::<f64>() / scored.len() as f64);
-        Self { map, classes_without_positives: per_class.len() - scored.len(), per_class }
+            per_class_average_precision(scored).into_iter().map(|ap| ap.map(|v| 100.0 * v)).collect();
+        let present: Vec<f64> = per_class.iter().flatten().copied().collect();
+        let map = (!present.is_empty()).then(|| present.iter().sum::<f64>() / present.len() as f64);
+        Self { map, classes_without_positives: per_class.len() - present.len(), per_class }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricsReport {
     pub images: usize,
     pub classes: usize,
@@ -41,14 +41,15 @@ pub struct MetricsReport {
 }
 
 impl MetricsReport {
-    /// Scores must be probabilities in [0, 1] for the threshold metrics to mean anything.
-    pub fn compute(matrix: &ScoreMatrix, threshold: f32) -> Result<Self> {
+    /// Scores must be probabilities in [0, 1] for the threshold metrics to
+    /// mean anything; the top-k metrics take the k `scored` kept.
+    pub fn compute(scored: &ScoredLabels, threshold: f32) -> Result<Self> {
         Ok(Self {
-            images: matrix.rows(),
-            classes: matrix.classes(),
-            average_precision: MeanAveragePrecision::compute(matrix),
-            at_threshold: ThresholdMetrics::compute(matrix, Selection::Threshold(threshold))?,
-            top_k: ThresholdMetrics::compute(matrix, Selection::TopK(TOP_K.min(matrix.classes())))?,
+            images: scored.rows(),
+            classes: scored.classes(),
+            average_precision: MeanAveragePrecision::compute(scored),
+            at_threshold: ThresholdMetrics::compute(scored, Selection::Threshold(threshold))?,
+            top_k: ThresholdMetrics::compute(scored, Selection::TopK(scored.k()))?,
         })
     }
 

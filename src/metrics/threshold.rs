@@ -3,16 +3,16 @@
 //! (paper Table 7). Values are percentages, like mAP.
 
 use super::error::{MetricsError, Result};
-use super::scores::ScoreMatrix;
-use serde::Serialize;
+use super::scored::ScoredLabels;
+use serde::{Deserialize, Serialize};
 
 /// Which labels count as predicted.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Selection {
     /// Labels whose score is at least the threshold.
     Threshold(f32),
-    /// Each image's k highest-scoring labels, whatever their score.
+    /// Each image's k highest-scoring labels, whatever their score (k is the scored labels' own).
     TopK(usize),
 }
 
@@ -30,7 +30,7 @@ impl std::fmt::Display for Selection {
 /// Per-class precision and recall are averaged over classes with at least
 /// one positive, the same classes mAP uses; a class with no predicted
 /// label has precision 0.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ThresholdMetrics {
     pub selection: Selection,
     pub cp: f64,
@@ -49,8 +49,9 @@ struct Counts {
 }
 
 impl ThresholdMetrics {
-    pub fn compute(matrix: &ScoreMatrix, selection: Selection) -> Result<Self> {
-        let counts = count(matrix, selection)?;
+    /// Over the verified labels of `scored`; `TopK(k)` needs the `k` the labels were scored with.
+    pub fn compute(scored: &ScoredLabels, selection: Selection) -> Result<Self> {
+        let counts = count(scored, selection)?;
         let scored: Vec<&Counts> = counts.iter().filter(|c| c.positives > 0).collect();
         let mean = |f: &dyn Fn(&Counts) -> f64| {
             if scored.is_empty() {
@@ -72,44 +73,25 @@ impl ThresholdMetrics {
     }
 }
 
-fn count(matrix: &ScoreMatrix, selection: Selection) -> Result<Vec<Counts>> {
-    let classes = matrix.classes();
+fn count(scored: &ScoredLabels, selection: Selection) -> Result<Vec<Counts>> {
+    let classes = scored.classes();
     if let Selection::TopK(k) = selection {
-        if k == 0 || k > classes {
+        if k == 0 || k > classes || k != scored.k() {
             return Err(MetricsError::InvalidTopK { k, classes });
         }
     }
     let mut counts = vec![Counts::default(); classes];
-    let mut predicted = vec![false; classes];
-    let mut order: Vec<usize> = Vec::with_capacity(classes);
-    for row in 0..matrix.rows() {
-        mark_predicted(matrix.row_scores(row), selection, &mut predicted, &mut order);
-        for (class, c) in counts.iter_mut().enumerate() {
-            let target = matrix.target(row, class);
-            if target < 0.0 {
-                continue;
-            }
-            let positive = target == 1.0;
-            c.positives += usize::from(positive);
-            c.predicted += usize::from(predicted[class]);
-            c.true_positives += usize::from(positive && predicted[class]);
-        }
+    for label in scored.labels() {
+        let predicted = match selection {
+            Selection::Threshold(t) => label.score >= t,
+            Selection::TopK(_) => scored.top(label.row).contains(&label.class),
+        };
+        let c = &mut counts[label.class as usize];
+        c.positives += usize::from(label.positive);
+        c.predicted += usize::from(predicted);
+        c.true_positives += usize::from(label.positive && predicted);
     }
     Ok(counts)
-}
-
-fn mark_predicted(scores: &[f32], selection: Selection, predicted: &mut [bool], order: &mut Vec<usize>) {
-    match selection {
-        Selection::Threshold(t) => predicted.iter_mut().zip(scores).for_each(|(p, &s)| *p = s >= t),
-        Selection::TopK(k) => {
-            order.clear();
-            order.extend(0..scores.len());
-            // Highest first; ties go to the lower class index so results are reproducible.
-            order.select_nth_unstable_by(k - 1, |&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-            predicted.fill(false);
-            order[..k].iter().for_each(|&i| predicted[i] = true);
-        }
-    }
 }
 
 fn ratio(numerator: usize, denominator: usize) -> f64 {

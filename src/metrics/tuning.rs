@@ -1,7 +1,7 @@
 //! Per-class decision thresholds chosen to maximise F1 on a validation
 //! set, saved beside the model so `asl infer` can use them.
 
-use super::scores::ScoreMatrix;
+use super::scored::ScoredLabels;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -14,19 +14,12 @@ pub struct ClassThresholds {
     pub f1: Vec<Option<f64>>,
 }
 
-/// For each class, the score threshold with the best F1 (ties: the higher
-/// threshold). Classes without positives keep `fallback`.
-pub fn tune_thresholds(matrix: &ScoreMatrix, class_names: Vec<String>, fallback: f32) -> ClassThresholds {
-    let mut thresholds = Vec::with_capacity(matrix.classes());
-    let mut f1s = Vec::with_capacity(matrix.classes());
-    let mut column: Vec<(f32, bool)> = Vec::with_capacity(matrix.rows());
-    for class in 0..matrix.classes() {
-        column.clear();
-        column.extend(
-            (0..matrix.rows())
-                .filter(|&r| matrix.target(r, class) >= 0.0)
-                .map(|r| (matrix.score(r, class), matrix.target(r, class) == 1.0)),
-        );
+/// For each class, the score threshold with the best F1 over its verified
+/// labels (ties: the higher threshold). Classes without positives keep `fallback`.
+pub fn tune_thresholds(scored: &ScoredLabels, class_names: Vec<String>, fallback: f32) -> ClassThresholds {
+    let mut thresholds = Vec::with_capacity(scored.classes());
+    let mut f1s = Vec::with_capacity(scored.classes());
+    for mut column in scored.by_class() {
         let positives = column.iter().filter(|(_, p)| *p).count();
         if positives == 0 {
             thresholds.push(fallback);
@@ -78,6 +71,11 @@ impl ClassThresholds {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::ScoreMatrix;
+
+    fn scored(scores: &[f32], targets: &[f32]) -> ScoredLabels {
+        ScoredLabels::from_matrix(&ScoreMatrix::new(scores, targets, 1).unwrap(), 1)
+    }
 
     #[test]
     fn picks_the_f1_maximising_cut_by_hand() {
@@ -85,11 +83,9 @@ mod tests {
         // after 3 → 2·2/(3+2) = 0.8; after 4 → 2·2/(4+2) = 0.667. Best: threshold 0.7.
         let scores = [0.9, 0.8, 0.7, 0.2];
         let targets = [1.0, 0.0, 1.0, 0.0];
-        let matrix = ScoreMatrix::new(&scores, &targets, 1).unwrap();
-        let tuned = tune_thresholds(&matrix, vec!["a".into()], 0.5);
+        let tuned = tune_thresholds(&scored(&scores, &targets), vec!["a".into()], 0.5);
         assert_eq!(tuned.thresholds, vec![0.7]);
         assert!((tuned.f1[0].unwrap() - 0.8).abs() < 1e-12);
-        let none = ScoreMatrix::new(&[0.3, 0.6], &[0.0, 0.0], 1).unwrap();
-        assert_eq!(tune_thresholds(&none, vec!["b".into()], 0.5).thresholds, vec![0.5]);
+        assert_eq!(tune_thresholds(&scored(&[0.3, 0.6], &[0.0, 0.0]), vec!["b".into()], 0.5).thresholds, vec![0.5]);
     }
 }

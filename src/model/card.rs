@@ -8,8 +8,12 @@ use std::path::{Path, PathBuf};
 pub struct ModelCard {
     /// timm model name, e.g. `tresnet_m`.
     pub model: String,
-    /// Square input size S the network was exported for.
+    /// Square input size S the network was exported for (or last trained at).
     pub input_size: i64,
+    /// The network takes `input_size` inputs only (a ViT's position embeddings, say); a fully
+    /// convolutional one, like TResNet, can be trained and used at other sizes.
+    #[serde(default)]
+    pub fixed_input_size: bool,
     pub num_features: i64,
     pub num_classes: i64,
     /// Parameter names of the head (the classifier): what `freeze_backbone`

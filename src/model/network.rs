@@ -188,6 +188,13 @@ impl Network {
     /// number of outputs (classes) it gives.
     pub fn check_input_size(&mut self, size: i64) -> Result<i64> {
         let model = self.name();
+        if self.card.fixed_input_size && size != self.card.input_size {
+            let reason = format!(
+                "its card says its input size is fixed at {} (fixed_input_size); set data.image_size to {}",
+                self.card.input_size, self.card.input_size
+            );
+            return Err(ModelError::BadInputSize { model, size, reason });
+        }
         let multiple = self.card.required_multiple();
         if size <= 0 || size % multiple != 0 {
             let reason = format!("the input size must be a positive multiple of {multiple}");
@@ -209,6 +216,13 @@ impl Network {
                 Err(ModelError::BadInputSize { model, size, reason })
             }
         }
+    }
+
+    /// Records that the network now works at `size`×`size` (a fully
+    /// convolutional network finetuned at a new resolution), so that its
+    /// saved card gives `asl validate` and `asl infer` that size.
+    pub fn set_input_size(&mut self, size: i64) {
+        self.card.input_size = size;
     }
 
     /// Gives the head a fresh start for `classes` outputs. A linear head is

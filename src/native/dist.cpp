@@ -231,6 +231,20 @@ int asl_broadcast(AslGroup* group, at::Tensor** tensors, size_t n, int root) {
 
 int64_t asl_broadcast_bytes(AslGroup* group) { return group->broadcast_bytes.load(); }
 
+// Every rank's `input` (the same shape on every rank) into `output` on
+// `root`, rank after rank along the first dimension; `output` is ignored
+// elsewhere. Nobody but the root receives anything.
+int asl_gather(AslGroup* group, at::Tensor* input, at::Tensor* output, int root) {
+  ASL_GUARD(
+    std::vector<at::Tensor> inputs{*input};
+    std::vector<std::vector<at::Tensor>> outputs;
+    if (group->rank == root) outputs.push_back(output->chunk(group->world, 0));
+    c10d::GatherOptions options;
+    options.rootRank = root;
+    group->backend->gather(outputs, inputs, options)->wait();
+  )
+}
+
 // Every rank's heartbeat counter, read through the watcher's client, which
 // gives up after `timeout_ms` (the store's host is then gone or stopped).
 int asl_heartbeats(AslGroup* group, int timeout_ms, int64_t* counts) {

@@ -41,6 +41,7 @@ extern "C" {
     pub fn asl_barrier(group: *mut AslGroup) -> c_int;
     pub fn asl_lost_ranks(group: *mut AslGroup, wait_ms: c_int, lost: *mut c_int) -> c_int;
     pub fn asl_broadcast_bytes(group: *mut AslGroup) -> i64;
+    pub fn asl_gather(group: *mut AslGroup, input: TensorHandle, output: TensorHandle, root: c_int) -> c_int;
     pub fn asl_heartbeats(group: *mut AslGroup, timeout_ms: c_int, counts: *mut i64) -> c_int;
     pub fn asl_group_abort(group: *mut AslGroup) -> c_int;
     pub fn asl_stop_propose(group: *mut AslGroup, step: i64, agreed: *mut i64) -> c_int;

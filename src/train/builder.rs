@@ -80,6 +80,9 @@ pub fn prepare(mut config: TrainConfig, options: RunOptions, observer: &mut dyn 
         if world > 1 { format!(", {world} processes") } else { String::new() }
     );
     observer.on_event(&TrainEvent::Notice(&summary));
+    for note in train.notes.iter().chain(&val.notes) {
+        observer.on_event(&TrainEvent::Warning(note));
+    }
     match &resume {
         None if resolve_checkpoint(&run_dir).is_ok() => return Err(TrainError::RunExists(run_dir)),
         Some(dir) => check_resumable(&config, dir, world)?,
@@ -174,6 +177,7 @@ fn fresh_network(
         None => exported(config, train, placement, observer)?,
     };
     network.check_input_size(i64::from(config.data.image_size))?;
+    network.set_input_size(i64::from(config.data.image_size));
     let classes = train.num_classes() as i64;
     let card = network.card();
     let reason = match (card.num_classes != classes, &card.class_names) {
@@ -260,8 +264,9 @@ fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
 
 /// Single-label training needs exactly one positive per image.
 fn check_single_label(dataset: &Dataset) -> Result<()> {
-    match dataset.samples.iter().find(|s| s.positives.len() != 1) {
-        Some(s) => Err(TrainError::NotSingleLabel { path: s.path.clone(), count: s.positives.len() }),
+    let count = |i: usize| dataset.labels().positives(i).count();
+    match (0..dataset.len()).find(|&i| count(i) != 1) {
+        Some(i) => Err(TrainError::NotSingleLabel { path: dataset.path(i), count: count(i) }),
         None => Ok(()),
     }
 }

@@ -24,6 +24,17 @@ pub(super) struct DataParallel {
     device: Device,
     /// The optimizer step every rank stops after, once one asked.
     agreed_stop: Option<u64>,
+    /// Bytes broadcast, as the native layer counted them: at the start, and after the batches since.
+    broadcast: BroadcastBytes,
+}
+
+/// What weights and buffers cost in broadcasts, counted by the native layer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BroadcastBytes {
+    /// Rank 0's whole network, once.
+    pub start: u64,
+    /// The module's buffers after every batch, summed over the batches.
+    pub batches: u64,
 }
 
 impl DataParallel {
@@ -32,7 +43,9 @@ impl DataParallel {
     pub fn new(group: ProcessGroup, network: &Network, bucket_mb: usize) -> Result<Self> {
         let named = network.named_tensors()?;
         let everything: Vec<&Tensor> = named.iter().map(|(_, t)| t).collect();
+        let before = group.bytes_broadcast();
         tch::no_grad(|| group.broadcast(&everything, 0))?;
+        let broadcast = BroadcastBytes { start: group.bytes_broadcast() - before, batches: 0 };
         let trainable: Vec<&Tensor> = everything.iter().copied().filter(|t| t.requires_grad()).collect();
         let buffers = named
             .iter()
@@ -44,7 +57,7 @@ impl DataParallel {
             Backend::Gloo => Device::Cpu,
             Backend::Nccl => network.device(),
         };
-        Ok(Self { group, reducer, buffers, device, agreed_stop: None })
+        Ok(Self { group, reducer, buffers, device, agreed_stop: None, broadcast })
     }
 
     pub fn group(&self) -> &ProcessGroup {
@@ -68,8 +81,15 @@ impl DataParallel {
     }
 
     /// After the backward pass: rank 0's buffers everywhere.
-    pub fn after_backward(&self) -> Result<()> {
-        Ok(tch::no_grad(|| self.group.broadcast(&self.buffers.iter().collect::<Vec<_>>(), 0))?)
+    pub fn after_backward(&mut self) -> Result<()> {
+        let before = self.group.bytes_broadcast();
+        tch::no_grad(|| self.group.broadcast(&self.buffers.iter().collect::<Vec<_>>(), 0))?;
+        self.broadcast.batches += self.group.bytes_broadcast() - before;
+        Ok(())
+    }
+
+    pub fn broadcast_bytes(&self) -> BroadcastBytes {
+        self.broadcast
     }
 
     /// A backward failure, with the ranks that are gone named.

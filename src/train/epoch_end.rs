@@ -7,7 +7,7 @@ use super::error::Result;
 use super::observer::{Observer, Phase, Scored, TrainEvent};
 use super::trainer::{EpochMeter, Trainer};
 use super::GradScaler;
-use crate::evaluate::{evaluate, EvaluateEvent, Evaluation};
+use crate::evaluate::{evaluate, EvaluateEvent, EvaluateOptions, Evaluation};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -74,7 +74,11 @@ impl Trainer {
     fn validate(&mut self, scored: Scored, observer: &mut dyn Observer) -> Result<Evaluation> {
         let images = self.val_loader.dataset().len();
         observer.on_event(&TrainEvent::ValidationStarted { scored, images });
-        let (amp, threshold) = (self.amp(), self.config.train.threshold as f32);
+        let options = EvaluateOptions {
+            amp: self.amp(),
+            threshold: self.config.train.threshold as f32,
+            unknowns: self.config.data.unknown_in_validation,
+        };
         let network = match scored {
             Scored::Model => &mut self.network,
             Scored::Ema => self.ema.network_mut(),
@@ -88,7 +92,7 @@ impl Trainer {
             EvaluateEvent::Skipped(_) => {}
         };
         let group = self.parallel.as_ref().map(DataParallel::group);
-        Ok(evaluate(network, &self.val_loader, group, amp, threshold, &mut forward)?)
+        Ok(evaluate(network, &self.val_loader, group, options, &mut forward)?)
     }
 
     /// Writes `checkpoints/<name>` (on rank 0) and returns its path. The

@@ -22,6 +22,7 @@ mod trainer;
 pub use amp::{GradScaler, GradScalerState};
 pub use builder::{prepare, RunOptions};
 pub use config::{LoopConfig, Switch, TrainConfig};
+pub use data_parallel::BroadcastBytes;
 pub use error::{Result, TrainError};
 pub use lock::{RunLock, LOCK_FILE};
 pub use observer::{Observer, Phase, Scored, StepLog, TrainEvent};

@@ -61,7 +61,7 @@ impl Trainer {
             None => loss,
         };
         let scaled = scaled.f_div_scalar(self.config.train.grad_accumulation as f64 / self.loss_scale)?;
-        match (scaled.f_backward(), &self.parallel) {
+        match (scaled.f_backward(), &mut self.parallel) {
             (Ok(()), Some(parallel)) => parallel.after_backward(),
             (Ok(()), None) => Ok(()),
             (Err(error), Some(parallel)) => Err(parallel.backward_error(error)),

@@ -7,7 +7,7 @@
 use super::amp::GradScaler;
 use super::checkpoint::{EpochRecord, TrainState};
 use super::config::TrainConfig;
-use super::data_parallel::DataParallel;
+use super::data_parallel::{BroadcastBytes, DataParallel};
 use super::error::Result;
 use super::figures::DeviceFigures;
 use super::lock::RunLock;
@@ -196,10 +196,10 @@ impl Trainer {
         self.figures.reads()
     }
 
-    /// Bytes this rank has put into broadcasts: rank 0's weights at the
-    /// start, the module's buffers after every batch. 0 when alone.
-    pub fn bytes_broadcast(&self) -> u64 {
-        self.parallel.as_ref().map_or(0, |p| p.group().bytes_broadcast())
+    /// What this rank's broadcasts of weights and buffers cost, as the
+    /// native layer counted them; `None` when alone.
+    pub fn broadcast_bytes(&self) -> Option<BroadcastBytes> {
+        self.parallel.as_ref().map(DataParallel::broadcast_bytes)
     }
 
     /// Whether this process writes checkpoints (rank 0, or the only one).

@@ -94,3 +94,20 @@ pub fn epoch_line(output: &Output, epoch: usize) -> String {
 pub fn state(run: &Path) -> TrainState {
     read_checkpoint(&run.join("checkpoints/last")).unwrap().0
 }
+
+/// `asl validate --device cpu` of `checkpoint` on `data` with `extra` arguments; its JSON report.
+pub fn validate_report(checkpoint: &Path, data: &Path, extra: &[&str]) -> serde_json::Value {
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_asl"))
+        .args(["validate", "--device", "cpu", "--model"])
+        .arg(checkpoint)
+        .arg("--data")
+        .arg(data)
+        .arg("--json")
+        .arg(report.path())
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    serde_json::from_str(&std::fs::read_to_string(report.path()).unwrap()).unwrap()
+}

@@ -137,8 +137,8 @@ pub fn parse_coco(text: &str, annotations: &Path, images_dir: &Path, options: &C
             unknown.sort_unstable();
             unknown.dedup();
             unknown.retain(|c| positives.binary_search(c).is_err());
-            Sample { path: images_dir.join(&image.file_name), positives, unknown }
+            Sample::new(images_dir.join(&image.file_name), positives, unknown)
         })
         .collect();
-    Ok(Dataset { class_names: categories.into_values().collect(), samples })
+    Ok(Dataset::from_samples(categories.into_values().collect(), samples))
 }

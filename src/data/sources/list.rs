@@ -1,17 +1,20 @@
 //! CSV/TSV image lists, for NUS-WIDE and custom data:
 //!
 //! ```text
-//! path,labels,unknown
-//! images/0001.jpg,cat dog,person
+//! path,labels,negatives,unknown
+//! images/0001.jpg,cat dog,bird,person
 //! ```
 //!
-//! `path` is relative to the list's folder. `labels` (and the optional
-//! `unknown` column, for Open Images-style partial labels) hold class
-//! names separated by `label_separator`. The delimiter is a tab for `.tsv`
-//! files and a comma otherwise.
+//! `path` is relative to the list's folder. `labels` holds the positives;
+//! the optional `negatives` (verified absent) and `unknown` columns serve
+//! partial labels. Each holds class names separated by `label_separator`.
+//! A class a row does not name is what [`ListOptions::unlisted`] says: a
+//! negative, or unknown. The delimiter is a tab for `.tsv` files and a
+//! comma otherwise.
 
 use crate::data::dataset::{Dataset, Sample};
 use crate::data::error::{DataError, Result};
+use crate::data::labels::Unlisted;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
@@ -20,11 +23,13 @@ pub struct ListOptions {
     pub label_separator: char,
     /// The classes in index order. `None` takes the sorted set of labels seen.
     pub classes: Option<Vec<String>>,
+    /// What a class a row does not name is.
+    pub unlisted: Unlisted,
 }
 
 impl Default for ListOptions {
     fn default() -> Self {
-        Self { label_separator: ' ', classes: None }
+        Self { label_separator: ' ', classes: None, unlisted: Unlisted::Negative }
     }
 }
 
@@ -32,6 +37,7 @@ struct Row {
     line: u64,
     path: String,
     labels: Vec<String>,
+    negatives: Vec<String>,
     unknown: Vec<String>,
 }
 
@@ -48,7 +54,7 @@ pub fn parse_list(bytes: &[u8], path: &Path, options: &ListOptions) -> Result<Da
         Some(classes) => classes.clone(),
         None => rows
             .iter()
-            .flat_map(|r| r.labels.iter().chain(&r.unknown))
+            .flat_map(|r| r.labels.iter().chain(&r.negatives).chain(&r.unknown))
             .cloned()
             .collect::<BTreeSet<_>>()
             .into_iter()
@@ -56,7 +62,7 @@ pub fn parse_list(bytes: &[u8], path: &Path, options: &ListOptions) -> Result<Da
     };
     let index: HashMap<&str, u32> = class_names.iter().enumerate().map(|(i, c)| (c.as_str(), i as u32)).collect();
     let base = path.parent().unwrap_or(Path::new("."));
-    let mut samples = Vec::with_capacity(rows.len());
+    let mut dataset = Dataset::new(class_names.clone(), options.unlisted, base.to_path_buf());
     for row in &rows {
         let lookup = |names: &[String]| -> Result<Vec<u32>> {
             let mut ids = names
@@ -73,15 +79,18 @@ pub fn parse_list(bytes: &[u8], path: &Path, options: &ListOptions) -> Result<Da
             ids.dedup();
             Ok(ids)
         };
-        let positives = lookup(&row.labels)?;
-        let mut unknown = lookup(&row.unknown)?;
-        unknown.retain(|c| positives.binary_search(c).is_err());
-        samples.push(Sample { path: base.join(&row.path), positives, unknown });
+        let sample = Sample {
+            path: row.path.clone().into(),
+            positives: lookup(&row.labels)?,
+            negatives: lookup(&row.negatives)?,
+            unknown: lookup(&row.unknown)?,
+        };
+        dataset.push_sample(&sample);
     }
-    if samples.is_empty() {
+    if dataset.is_empty() {
         return Err(DataError::Empty(path.to_path_buf()));
     }
-    Ok(Dataset { class_names, samples })
+    Ok(dataset)
 }
 
 fn read_rows(bytes: &[u8], path: &Path, separator: char) -> Result<Vec<Row>> {
@@ -94,7 +103,7 @@ fn read_rows(bytes: &[u8], path: &Path, separator: char) -> Result<Vec<Row>> {
         (Some(p), Some(l)) => (p, l),
         _ => return Err(list_error(1, format!("the header must name `path` and `labels` columns, found {headers:?}"))),
     };
-    let unknown_col = column("unknown");
+    let (negatives_col, unknown_col) = (column("negatives"), column("unknown"));
     let split = |field: Option<&str>| -> Vec<String> {
         field.unwrap_or("").split(separator).map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
     };
@@ -108,6 +117,7 @@ fn read_rows(bytes: &[u8], path: &Path, separator: char) -> Result<Vec<Row>> {
             line,
             path: image.to_string(),
             labels: split(record.get(labels_col)),
+            negatives: split(negatives_col.and_then(|c| record.get(c))),
             unknown: split(unknown_col.and_then(|c| record.get(c))),
         });
     }

@@ -1,12 +1,17 @@
-//! Where samples come from: COCO, Pascal VOC, CSV/TSV lists, and the
-//! built-in synthetic shapes.
+//! Where samples come from: COCO, Pascal VOC, CSV/TSV lists, Open Images,
+//! and the built-in synthetic shapes.
 
 mod coco;
 mod list;
+mod openimages;
 mod synthetic;
 mod voc;
 
 pub use coco::{load_coco, parse_coco, CocoOptions, CocoSplit, CrowdPolicy};
 pub use list::{load_list, parse_list, ListOptions};
-pub use synthetic::{class_names as synthetic_class_names, write_synthetic, SynthConfig, SynthFormat};
+pub use openimages::{OpenImagesCounts, OpenImagesOptions, OpenImagesSplit};
+pub use synthetic::{
+    class_names as synthetic_class_names, synthetic_mid, write_synthetic, write_synthetic_openimages, SynthConfig,
+    SynthFormat, SYNTH_OPENIMAGES_MISSING,
+};
 pub use voc::{load_voc, parse_voc_objects, DifficultPolicy, VOC_CLASSES};

@@ -2,7 +2,8 @@
 //! COCO format so the COCO source reads it. Each (shape, colour) pair is a
 //! class; an image holds 1–4 objects, so positives are rare as in COCO
 //! (about 1.9 of 32 here, 2.9 of 80 there). Generated deterministically from
-//! a seed, in parallel.
+//! a seed, in parallel. The same images can also be written in an Open
+//! Images download's layout, with partial labels.
 
 use crate::data::error::{io_error, DataError, Result};
 use crate::data::rng::{sample_rng, Stream};
@@ -61,6 +62,17 @@ pub fn class_names(classes: usize) -> Vec<String> {
 /// Writes `out/{train,val}/NNNNNN.{png,jpg}` and
 /// `out/annotations/instances_{train,val}.json`.
 pub fn write_synthetic(out: &Path, config: &SynthConfig) -> Result<()> {
+    write_synthetic_checks(config)?;
+    let annotations = out.join("annotations");
+    std::fs::create_dir_all(&annotations).map_err(io_error(&annotations))?;
+    for (split, count, offset) in [("train", config.train_images, 0), ("val", config.val_images, config.train_images)] {
+        let drop = if split == "train" { config.drop_positive } else { 0.0 };
+        write_split(out, split, count, offset as u64, drop, config)?;
+    }
+    Ok(())
+}
+
+fn write_synthetic_checks(config: &SynthConfig) -> Result<()> {
     let max = SHAPES.len() * COLOURS.len();
     if !(1..=max).contains(&config.classes) {
         return Err(DataError::Option {
@@ -73,12 +85,6 @@ pub fn write_synthetic(out: &Path, config: &SynthConfig) -> Result<()> {
     }
     if config.image_size < 16 {
         return Err(DataError::Option { name: "image_size", message: "must be at least 16".into() });
-    }
-    let annotations = out.join("annotations");
-    std::fs::create_dir_all(&annotations).map_err(io_error(&annotations))?;
-    for (split, count, offset) in [("train", config.train_images, 0), ("val", config.val_images, config.train_images)] {
-        let drop = if split == "train" { config.drop_positive } else { 0.0 };
-        write_split(out, split, count, offset as u64, drop, config)?;
     }
     Ok(())
 }
@@ -178,4 +184,87 @@ fn inside(shape: usize, u: f32, v: f32) -> bool {
         "bar" => au <= 1.0 && av <= 0.35,
         _ => ((u - v).abs() <= 0.4 || (u + v).abs() <= 0.4) && au <= 0.9 && av <= 0.9,
     }
+}
+
+/// How many listed training images [`write_synthetic_openimages`] leaves
+/// unwritten, as a real download has some that failed.
+pub const SYNTH_OPENIMAGES_MISSING: usize = 2;
+
+/// The MID of synthetic class `class`.
+pub fn synthetic_mid(class: usize) -> String {
+    format!("/m/synth{class:02}")
+}
+
+/// The same shapes in an Open Images download folder's layout and file
+/// names (V7): `oidv7-classes-trainable.txt`, `oidv7-class-descriptions.csv`
+/// (quoted fields, and two classes that are not trainable),
+/// `oidv7-{train,val}-annotations-human-imagelabels.csv` and
+/// `{train,validation}/<ImageID>.jpg`. Each image's human-verified labels
+/// are most of its positives (Confidence 1) and a few of its absent classes
+/// (Confidence 0); every other class is unknown, as in Open Images. Some
+/// rows name an untrainable class, and the last
+/// [`SYNTH_OPENIMAGES_MISSING`] training images are listed but not written.
+pub fn write_synthetic_openimages(out: &Path, config: &SynthConfig) -> Result<()> {
+    write_synthetic_checks(config)?;
+    std::fs::create_dir_all(out).map_err(io_error(out))?;
+    let names = class_names(config.classes);
+    let trainable: String = (0..config.classes).map(|c| synthetic_mid(c) + "\n").collect();
+    write_file(&out.join("oidv7-classes-trainable.txt"), &trainable)?;
+    let mut descriptions = String::from("LabelName,DisplayName\n");
+    for (class, name) in names.iter().enumerate() {
+        descriptions += &format!("\"{}\",\"{name}\"\n", synthetic_mid(class));
+    }
+    descriptions += "/m/untrainable0,\"sky, cloudy\"\n/m/untrainable1,grass\n";
+    write_file(&out.join("oidv7-class-descriptions.csv"), &descriptions)?;
+    let splits =
+        [("train", "train", config.train_images, 0), ("validation", "val", config.val_images, config.train_images)];
+    for (folder, file, count, offset) in splits {
+        write_openimages_split(out, folder, file, count, offset as u64, config)?;
+    }
+    Ok(())
+}
+
+fn write_openimages_split(
+    out: &Path,
+    folder: &str,
+    file: &str,
+    count: usize,
+    offset: u64,
+    config: &SynthConfig,
+) -> Result<()> {
+    let dir = out.join(folder);
+    std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+    let written = if folder == "train" { count.saturating_sub(SYNTH_OPENIMAGES_MISSING) } else { count };
+    let rows: Vec<String> = (0..count)
+        .into_par_iter()
+        .map(|i| {
+            let mut rng = sample_rng(Stream::Synthesize, config.seed, 1, offset + i as u64);
+            let (image, classes) = draw_image(&mut rng, config);
+            let id = format!("{:016x}", rng.random::<u64>());
+            if i < written {
+                let path = dir.join(format!("{id}.jpg"));
+                image
+                    .save_with_format(&path, ImageFormat::Jpeg)
+                    .map_err(|e| DataError::Io { path: path.clone(), source: std::io::Error::other(e) })?;
+            }
+            let mut rows = String::new();
+            for class in 0..config.classes {
+                let present = classes.contains(&class);
+                let verified = rng.random::<f64>() < if present { 0.9 } else { 0.15 };
+                if verified {
+                    rows += &format!("{id},verification,{},{}\n", synthetic_mid(class), u8::from(present));
+                }
+            }
+            if rng.random::<f64>() < 0.1 {
+                rows += &format!("{id},verification,/m/untrainable0,1\n");
+            }
+            Ok(rows)
+        })
+        .collect::<Result<_>>()?;
+    let csv = format!("ImageID,Source,LabelName,Confidence\n{}", rows.concat());
+    write_file(&out.join(format!("oidv7-{file}-annotations-human-imagelabels.csv")), &csv)
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(io_error(path))
 }

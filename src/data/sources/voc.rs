@@ -52,12 +52,12 @@ pub fn load_voc(root: &Path, split: &str, difficult: DifficultPolicy) -> Result<
     for id in ids.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let xml_path = root.join("Annotations").join(format!("{id}.xml"));
         let (positives, unknown) = read_objects(&xml_path, difficult)?;
-        samples.push(Sample { path: root.join("JPEGImages").join(format!("{id}.jpg")), positives, unknown });
+        samples.push(Sample::new(root.join("JPEGImages").join(format!("{id}.jpg")), positives, unknown));
     }
     if samples.is_empty() {
         return Err(DataError::Empty(list));
     }
-    Ok(Dataset { class_names: VOC_CLASSES.iter().map(|s| s.to_string()).collect(), samples })
+    Ok(Dataset::from_samples(VOC_CLASSES.iter().map(|s| s.to_string()).collect(), samples))
 }
 
 fn read_objects(path: &Path, policy: DifficultPolicy) -> Result<(Vec<u32>, Vec<u32>)> {
