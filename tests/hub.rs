@@ -268,6 +268,38 @@ fn a_miil_tag_brings_its_own_input_statistics_to_the_card() {
 }
 
 #[test]
+fn a_repo_outside_timm_brings_its_config_json() {
+    let hub = Hub::new();
+    let cache = hub.cache();
+    let args = [cache.to_str().unwrap(), "someone/my-resnet", "4", "test_resnet", "0.25", "0.75", "96"];
+    run_python(&[&["tests/support/hub_cache.py"][..], &args].concat());
+    let export = |model: &str| {
+        let out = hub.dir.path().join(format!("{model}.pt"));
+        let args = ["export", "--model", model, "--num-classes", "3", "--img-size", "32", "--weights"];
+        let mut command = hub.asl();
+        command.args(args).arg("hf-hub:someone/my-resnet").arg("--out").arg(&out).env("HF_HUB_OFFLINE", "1");
+        (command.output().unwrap(), out)
+    };
+    let (output, out) = export("test_resnet");
+    assert!(output.status.success(), "{}", text(&output));
+    let card = card(&out);
+    assert_eq!(
+        (card["mean"].clone(), card["std"].clone()),
+        (serde_json::json!([0.25, 0.25, 0.25]), serde_json::json!([0.75, 0.75, 0.75]))
+    );
+    assert_eq!(card["weights"]["hub_id"], "someone/my-resnet");
+    assert_eq!(card["weights"]["pretrained_input_size"], serde_json::json!([3, 96, 96]));
+    // The repo's config names its architecture: another model is refused.
+    let (output, _) = export("test_efficientnet");
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("hf-hub:someone/my-resnet holds test_resnet weights, not test_efficientnet"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
 fn a_checkpoint_that_runs_code_when_unpickled_is_refused_and_runs_nothing() {
     let hub = Hub::new();
     let dir = hub.dir.path();
