@@ -212,6 +212,35 @@ fn two_ranks_of_one_node_export_once_and_the_reducer_warns_of_no_strides() {
     assert_eq!(exports, 1, "{}", std::fs::read_to_string(&log).unwrap());
 }
 
+#[test]
+fn two_nodes_of_one_rank_each_export_on_each_and_train_together() {
+    let c = Cluster::new();
+    let (wrapper, log) = logging_python(c.dir());
+    let extra = ["model.path=null", "train.epochs=1", "train.max_steps_per_epoch=3"];
+    let port = free_port();
+    // Each process is local rank 0 of a node of its own, as on two machines.
+    let children: Vec<Child> = (0..2)
+        .map(|rank| {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_asl"));
+            command.current_dir(env!("CARGO_MANIFEST_DIR")).args(c.train_args("nodes", &extra));
+            as_rank(&mut command, rank, 2, port);
+            command.env("LOCAL_RANK", "0").env("LOCAL_WORLD_SIZE", "1").env("ASL_PYTHON", &wrapper);
+            command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    for (rank, output) in wait_all(children, LIMIT).iter().enumerate() {
+        assert!(output.status.success(), "rank {rank}: {}", text(output));
+    }
+    let exports = std::fs::read_to_string(&log).unwrap().lines().filter(|l| l.contains("export.py")).count();
+    assert_eq!(exports, 2, "one export per node");
+    assert!(c.runs().join("nodes/init/test_resnet.pt").is_file(), "rank 0's node exports into the run");
+    let scratch = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().contains(&format!("-{port}-0-node1")));
+    assert!(!scratch, "the other node's scratch export is removed");
+}
+
 /// Rank code for the broadcast test: a frozen-backbone run through the library; writes what this rank
 /// broadcast and what the network's buffers weigh.
 fn frozen_rank(out: &Path) {

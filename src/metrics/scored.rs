@@ -18,7 +18,7 @@ pub struct ScoredLabel {
     pub positive: bool,
 }
 
-/// Bytes of one label, and of one row's header, when sent between ranks.
+/// Bytes of one label when sent between ranks.
 const LABEL_BYTES: usize = 13;
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -42,8 +42,7 @@ impl ScoredLabels {
     pub fn from_matrix(matrix: &ScoreMatrix, k: usize) -> Self {
         let mut scored = Self::new(matrix.classes(), k);
         for row in 0..matrix.rows() {
-            let targets = (0..matrix.classes()).map(|c| matrix.target(row, c)).collect::<Vec<_>>();
-            scored.push_checked(row as u32, matrix.row_scores(row), &targets);
+            scored.push_checked(row as u32, matrix.row_scores(row), matrix.row_targets(row));
         }
         scored
     }
@@ -59,16 +58,34 @@ impl ScoredLabels {
     fn push_checked(&mut self, image: u32, scores: &[f32], targets: &[f32]) {
         let row = self.images.len() as u32;
         self.images.push(image);
-        let mut order: Vec<u32> = (0..self.classes as u32).collect();
-        if self.k > 0 {
-            let by_score = |a: &u32, b: &u32| scores[*b as usize].total_cmp(&scores[*a as usize]).then(a.cmp(b));
-            order.select_nth_unstable_by(self.k - 1, by_score);
-            order[..self.k].sort_unstable_by(by_score);
-            self.top.extend_from_slice(&order[..self.k]);
-        }
+        self.push_top(scores);
         for (class, (&score, &target)) in scores.iter().zip(targets).enumerate() {
             if target != UNKNOWN_TARGET {
                 self.labels.push(ScoredLabel { row, class: class as u32, score, positive: target == 1.0 });
+            }
+        }
+    }
+
+    /// Appends the row's `k` best classes, best first, in one pass over
+    /// its scores and without allocating (this runs once per validation
+    /// image, over up to 9,605 classes). Classes are visited in ascending
+    /// order and only a strictly higher score displaces, so a tie goes to
+    /// the lower class.
+    fn push_top(&mut self, scores: &[f32]) {
+        let start = self.top.len();
+        for (class, &score) in scores.iter().enumerate() {
+            let best = &self.top[start..];
+            let beats = |&other: &u32| score.total_cmp(&scores[other as usize]).is_gt();
+            // Most classes fall short of the k-th best: one comparison each.
+            if best.len() == self.k && !best.last().is_some_and(beats) {
+                continue;
+            }
+            let place = best.iter().position(beats).unwrap_or(best.len());
+            if place < self.k {
+                if best.len() == self.k {
+                    self.top.pop();
+                }
+                self.top.insert(start + place, class as u32);
             }
         }
     }
@@ -194,5 +211,26 @@ mod tests {
         let both = ScoredLabels::concat(vec![scored.clone(), back]).unwrap();
         assert_eq!((both.rows(), both.labels()[6].row), (4, 2));
         assert!(scored.push_row(1, &[f32::NAN, 0.0, 0.0, 0.0], &[0.0; 4]).is_err());
+    }
+
+    #[test]
+    fn the_best_classes_are_those_of_a_full_sort_by_score_then_class() {
+        // Scores in steps of 0.1: many ties.
+        let mut state = 7u64;
+        for k in [1, 3, 9] {
+            let mut scored = ScoredLabels::new(9, k);
+            for row in 0..200u32 {
+                let scores: Vec<f32> = (0..9)
+                    .map(|_| {
+                        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        ((state >> 33) % 10) as f32 / 10.0
+                    })
+                    .collect();
+                scored.push_row(row, &scores, &[0.0; 9]).unwrap();
+                let mut sorted: Vec<u32> = (0..9).collect();
+                sorted.sort_by(|&a, &b| scores[b as usize].total_cmp(&scores[a as usize]).then(a.cmp(&b)));
+                assert_eq!(scored.top(row), &sorted[..k], "{scores:?}");
+            }
+        }
     }
 }

@@ -50,6 +50,10 @@ impl<'a> ScoreMatrix<'a> {
     pub fn row_scores(&self, row: usize) -> &'a [f32] {
         &self.scores[row * self.classes..(row + 1) * self.classes]
     }
+
+    pub fn row_targets(&self, row: usize) -> &'a [f32] {
+        &self.targets[row * self.classes..(row + 1) * self.classes]
+    }
 }
 
 /// Copies a `[N, K]` tensor (any device, any numeric dtype) into a row-major f32 vector.

@@ -242,10 +242,11 @@ fn exported(
     };
     group.map(wait_for_the_node).transpose()?;
     let network = Network::load(&path, device)?;
-    if let Some(group) = group.filter(|_| first_of_node != 0) {
-        // Every local rank has loaded the scratch export: its node's first process removes it.
+    if let Some(group) = group {
+        // A barrier is every rank's or none's. Once every local rank has loaded the export, a node's
+        // first process removes its scratch copy.
         wait_for_the_node(group)?;
-        if local_rank == 0 {
+        if local_rank == 0 && first_of_node != 0 {
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
