@@ -28,9 +28,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
+
+#[path = "support/child.rs"]
+mod child;
 
 const IMAGES: usize = 9_000_000;
 const ROWS_PER_IMAGE: f64 = 6.7;
@@ -73,26 +75,9 @@ fn main() {
 
 /// Runs `what` in a child and prints its own report with the child's peak RSS.
 fn measure(label: &str, what: &str, args: &[String]) {
-    use std::io::Read;
     let started = Instant::now();
-    // Reaped by wait4 below, which also gives the child's own peak RSS (std's wait does not).
-    #[allow(clippy::zombie_processes)]
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .arg("--child")
-        .arg(what)
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut report = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut report).unwrap();
-    // SAFETY: waits for the child spawned above, once, filling a zeroed rusage with its own figures.
-    let (status, peak_mb) = unsafe {
-        let (mut status, mut usage): (i32, libc::rusage) = (0, std::mem::zeroed());
-        libc::wait4(child.id() as i32, &mut status, 0, &mut usage);
-        (status, usage.ru_maxrss as f64 / 1024.0)
-    };
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{label} failed");
+    let args: Vec<&str> = std::iter::once(what).chain(args.iter().map(String::as_str)).collect();
+    let (report, peak_mb) = child::run_child(&[], &args);
     let wall = started.elapsed().as_secs_f64();
     println!("{label}: {} (child wall {wall:.1} s, peak RSS {peak_mb:.0} MB)", report.trim());
 }

@@ -81,7 +81,7 @@ pub fn evaluate(
     network.set_train(false)?;
     let device = network.device();
     let normalization = input_normalization(network)?;
-    let classes = loader.dataset().num_classes();
+    let classes = loader.num_classes();
     let mut scored = ScoredLabels::new(classes, TOP_K);
     let mut sums = Tensor::f_zeros([4], (Kind::Double, device))?;
     let mut epoch = loader.epoch(0, 0);
@@ -154,25 +154,14 @@ fn report_on_rank_0(
     skipped: usize,
 ) -> Result<(MetricsReport, ScoredLabels)> {
     let on_group = group.tensor_device(device);
-    let bytes = scored.to_bytes();
-    let lengths = Tensor::f_zeros([group.world_size() as i64], (Kind::Int64, on_group))?;
-    let _ = lengths.f_narrow(0, group.rank() as i64, 1)?.f_fill_(bytes.len() as i64)?;
-    group.allreduce_sum(&[&lengths])?;
-    let lengths = Vec::<i64>::try_from(lengths.f_to_device(Device::Cpu)?)?;
-    let longest = lengths.iter().copied().max().unwrap_or(0).max(1);
-    let mut padded = bytes;
-    padded.resize(longest as usize, 0);
-    let input = Tensor::f_from_slice(&padded)?.f_to_device(on_group)?;
-    let output = Tensor::f_zeros([longest * group.world_size() as i64], (Kind::Uint8, on_group))?;
-    group.gather(&input, &output, 0)?;
-    let (scored, report) = if group.is_main() {
-        let all = Vec::<u8>::try_from(output.f_to_device(Device::Cpu)?)?;
-        let shares = all.chunks(longest as usize).map(ScoredLabels::from_bytes).collect::<Result<Vec<_>, _>>()?;
-        let whole = ScoredLabels::concat(shares)?;
-        let report = (whole.rows() > 0).then(|| MetricsReport::compute(&whole, threshold)).transpose()?;
-        (whole, report)
-    } else {
-        (scored, None)
+    let (scored, report) = match group.gather_bytes(&scored.to_bytes(), device)? {
+        Some(shares) => {
+            let shares = shares.iter().map(|s| ScoredLabels::from_bytes(s)).collect::<Result<Vec<_>, _>>()?;
+            let whole = ScoredLabels::concat(shares)?;
+            let report = (whole.rows() > 0).then(|| MetricsReport::compute(&whole, threshold)).transpose()?;
+            (whole, report)
+        }
+        None => (scored, None),
     };
     let report = broadcast_report(group, on_group, report)?.ok_or(EvaluateError::NothingScored(skipped))?;
     Ok((report, scored))

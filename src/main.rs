@@ -28,6 +28,9 @@ enum Command {
     Reproduce(cli::reproduce::ReproduceArgs),
     /// Write the built-in synthetic multi-label dataset (coloured shapes, COCO format).
     Synth(cli::synth::SynthArgs),
+    /// Pack a dataset (COCO, VOC, list, Open Images) into WebDataset tar shards with a manifest, or check a
+    /// packed directory against its manifest (--verify).
+    Pack(cli::pack::PackArgs),
     /// Export a timm model (random, hub or local weights) to TorchScript with its card: models/export.py
     /// run by the project's python, with that script's flags (`asl export --help`).
     Export(cli::export::ExportArgs),
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Info(args) => cli::info::run(&args, host_memory).map(|()| ExitCode::SUCCESS),
         Command::Export(args) => cli::export::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Synth(args) => cli::synth::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Pack(args) => cli::pack::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Validate(args) => cli::validate::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Infer(args) => cli::infer::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Reproduce(args) => cli::reproduce::run(&args).map(|()| ExitCode::SUCCESS),

@@ -1,32 +1,22 @@
 //! `asl validate`: the paper's metrics of a model on a labelled split.
 
+use super::data_args::{recipe_data, Source};
 use super::model_args::ModelArgs;
 use anyhow::{Context, Result};
-use asl::config::{read_yaml, resolve, Validate};
-use asl::data::{DataConfig, Loader, LoaderConfig, SourceKind, Split};
+use asl::data::{DataConfig, Loader, LoaderConfig, Split};
 use asl::evaluate::{evaluate, EvaluateEvent, EvaluateOptions};
 use asl::metrics::{tune_thresholds, ClassThresholds, MetricsReport, ScoredLabels};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Source {
-    Coco,
-    Voc,
-    List,
-    /// An Open Images download folder: verified labels only.
-    Openimages,
-}
 
 #[derive(Args)]
 pub struct ValidateArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Dataset root (COCO, VOC) or, for lists, the list to score.
+    /// Dataset root (COCO, VOC), the list to score, or the shards (a directory, pattern or list of them).
     #[arg(long)]
     data: PathBuf,
     /// Take the data options (source, split, policies) from a training config.
@@ -34,7 +24,8 @@ pub struct ValidateArgs {
     config: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Source::Coco)]
     source: Source,
-    /// Split to score (COCO: val → val2017 or val2014; VOC: test; Open Images: validation or test).
+    /// Split to score (COCO: val → val2017 or val2014; VOC: test; Open Images: validation or test; shards:
+    /// `<split>-*.tar`).
     #[arg(long, default_value = "val")]
     split: String,
     /// Threshold of CP, CR, CF1, OP, OR and OF1.
@@ -89,17 +80,17 @@ fn scores_json(scored: &ScoredLabels) -> Vec<ImageScores> {
 pub fn run(args: &ValidateArgs) -> Result<()> {
     let (mut network, size, _) = args.model.load()?;
     let data = data_section(args, size)?;
-    let dataset = Arc::new(data.load_split(Split::Val)?);
+    let split = data.open_split(Split::Val)?;
     let config = LoaderConfig {
         threads: data.threads,
         strict: args.strict,
         ..LoaderConfig::evaluation(args.model.batch_size, size)
     };
-    let loader = Loader::new(Arc::clone(&dataset), config)?;
+    let loader = Loader::new(split.clone(), config)?;
     if let Some(path) = &args.save_inputs {
         save_inputs(&loader, path)?;
     }
-    let progress = ProgressBar::new(dataset.len() as u64)
+    let progress = ProgressBar::new(split.len() as u64)
         .with_style(ProgressStyle::with_template("validate [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")?);
     let started = Instant::now();
     let amp = network.device().is_cuda();
@@ -120,8 +111,8 @@ pub fn run(args: &ValidateArgs) -> Result<()> {
     if evaluation.skipped > 0 {
         println!("{} unreadable images were skipped", evaluation.skipped);
     }
-    let mut rows: Vec<ClassRow> = dataset
-        .class_names
+    let mut rows: Vec<ClassRow> = split
+        .class_names()
         .iter()
         .zip(&report.average_precision.per_class)
         .map(|(c, ap)| ClassRow { class: c, ap: *ap })
@@ -138,7 +129,7 @@ pub fn run(args: &ValidateArgs) -> Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if args.tune_thresholds {
-        let tuned = tune_thresholds(&evaluation.scored, dataset.class_names.clone(), args.threshold);
+        let tuned = tune_thresholds(&evaluation.scored, split.class_names().to_vec(), args.threshold);
         let path = ClassThresholds::path_for(&args.model.model_file()?);
         tuned.save(&path).with_context(|| format!("cannot write {}", path.display()))?;
         println!("per-class thresholds written to {} (asl infer uses them)", path.display());
@@ -146,31 +137,11 @@ pub fn run(args: &ValidateArgs) -> Result<()> {
     Ok(())
 }
 
-/// The `data` section of a training recipe; its other sections are not read.
-#[derive(Default, Serialize, Deserialize)]
-struct DataOnly {
-    data: DataConfig,
-}
-
-impl Validate for DataOnly {
-    fn validate(&self) -> asl::config::Result<()> {
-        self.data.validate()
-    }
-}
-
 fn data_section(args: &ValidateArgs, size: u32) -> Result<DataConfig> {
     let mut data = match &args.config {
-        Some(path) => resolve::<DataOnly>(read_yaml(path)?, &[])?.data,
-        None => DataConfig::default(),
+        Some(path) => recipe_data(path)?,
+        None => DataConfig { source: args.source.into(), ..DataConfig::default() },
     };
-    if args.config.is_none() {
-        data.source = match args.source {
-            Source::Coco => SourceKind::Coco,
-            Source::Voc => SourceKind::Voc,
-            Source::List => SourceKind::List,
-            Source::Openimages => SourceKind::Openimages,
-        };
-    }
     data.path = Some(args.data.clone());
     data.val_path = Some(args.data.clone());
     data.val_split = args.split.clone();

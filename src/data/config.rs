@@ -6,8 +6,9 @@ use super::labels::Unlisted;
 use super::loader::{LoaderConfig, Shard};
 use super::sources::{
     load_list, load_voc, CocoOptions, CocoSplit, CrowdPolicy, DifficultPolicy, ListOptions, OpenImagesOptions,
-    OpenImagesSplit,
+    OpenImagesSplit, ShardOptions, ShardSet,
 };
+use super::split::SplitData;
 use super::transform::AugmentConfig;
 use super::Dataset;
 use crate::config::{at_least_one, key_error, Validate};
@@ -27,6 +28,9 @@ pub enum SourceKind {
     List,
     /// An Open Images download folder (V6 or V7 file names): human-verified labels, unlisted ones unknown.
     Openimages,
+    /// WebDataset tar shards (what `asl pack` writes), streamed: a directory holding `<split>-*.tar`, a brace
+    /// pattern (`train-{000000..000127}.tar`) or a file listing shard paths.
+    Shards,
 }
 
 /// How validation scores a label that is not verified.
@@ -44,12 +48,19 @@ pub enum UnknownInValidation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// coco (also the layout `asl synth` writes), voc, list or openimages.
+    /// coco (also the layout `asl synth` writes), voc, list, openimages or shards.
     pub source: SourceKind,
-    /// Dataset root (COCO, VOC) or list file; usually given as --data.
+    /// Dataset root (COCO, VOC, a directory of shards), list file or shard pattern; usually given as --data.
     pub path: Option<PathBuf>,
-    /// For lists: the validation list file.
+    /// For lists: the validation list file. For shards: the validation shards, if not `<val_split>-*.tar` beside
+    /// the training ones.
     pub val_path: Option<PathBuf>,
+    /// Shards: the class names, one per line, if not the classes.txt beside the shards.
+    pub classes: Option<PathBuf>,
+    /// Shards: reader threads per process, each reading its own shards front to back. Part of the sample order.
+    pub readers: usize,
+    /// Shards: samples held in the training shuffle buffer (memory grows with it: one encoded image each).
+    pub shuffle_buffer: usize,
     /// Training split: COCO reads annotations/instances_<split>.json and <split>/ (train finds train2017 or
     /// train2014); VOC reads ImageSets/Main/<split>.txt.
     pub train_split: String,
@@ -77,8 +88,8 @@ pub struct DataConfig {
     pub difficult: DifficultPolicy,
     /// Lists: the separator between labels.
     pub label_separator: char,
-    /// Lists: what a class a row does not name is, negative (fully annotated) or unknown (partial labels).
-    /// Open Images is always unknown.
+    /// Lists, and shards without a manifest: what a class a sample does not name is, negative (fully
+    /// annotated) or unknown (partial labels). Open Images is always unknown.
     pub unlisted: Unlisted,
     /// Open Images: machine-generated labels with at least this confidence join the human-verified ones as
     /// positives; null leaves them out.
@@ -96,6 +107,9 @@ impl Default for DataConfig {
             source: SourceKind::Coco,
             path: None,
             val_path: None,
+            classes: None,
+            readers: 2,
+            shuffle_buffer: 1000,
             train_split: "train".into(),
             val_split: "val".into(),
             image_size: 448,
@@ -123,6 +137,7 @@ impl Validate for DataConfig {
             return Err(key_error("data.image_size", "must be at least 1"));
         }
         at_least_one("data.batch_size", self.batch_size)?;
+        at_least_one("data.readers", self.readers)?;
         if let Some(threshold) = self.machine_label_threshold {
             crate::config::in_closed_unit("data.machine_label_threshold", f64::from(threshold))?;
         }
@@ -140,13 +155,59 @@ pub enum Split {
 }
 
 impl DataConfig {
-    /// Loads the train or validation split this section describes.
-    pub fn load_split(&self, split: Split) -> Result<Dataset> {
-        let root = self.path.as_ref().ok_or_else(|| DataError::Option {
+    /// The train or validation split this section describes: image files
+    /// indexed up front, or shards found (not read) for streaming.
+    pub fn open_split(&self, split: Split) -> Result<SplitData> {
+        if self.source != SourceKind::Shards {
+            return Ok(self.load_split(split)?.into());
+        }
+        let root = self.root()?;
+        let (path, split_specific) = match (split, &self.val_path) {
+            (Split::Val, Some(val)) => (val, true),
+            (Split::Train, _) => (root, self.val_path.is_some()),
+            (Split::Val, None) if root.is_dir() => (root, false),
+            (Split::Val, None) => {
+                let message = format!(
+                    "{} names one split's shards (a pattern, a list or a file): set data.val_path to the validation \
+                     shards",
+                    root.display()
+                );
+                return Err(DataError::Option { name: "data.val_path", message });
+            }
+        };
+        let options = ShardOptions {
+            split: self.split_name(split),
+            split_specific,
+            classes: self.classes.as_deref(),
+            unlisted: self.unlisted,
+        };
+        let set = ShardSet::open(path, &options)?;
+        if set.is_empty() {
+            return Err(DataError::Empty(path.clone()));
+        }
+        Ok(set.into())
+    }
+
+    fn root(&self) -> Result<&PathBuf> {
+        self.path.as_ref().ok_or_else(|| DataError::Option {
             name: "data.path",
             message: "no dataset given: pass --data PATH or set data.path".into(),
-        })?;
-        let name = if split == Split::Train { &self.train_split } else { &self.val_split };
+        })
+    }
+
+    fn split_name(&self, split: Split) -> &str {
+        if split == Split::Train {
+            &self.train_split
+        } else {
+            &self.val_split
+        }
+    }
+
+    /// Loads the train or validation split of image files this section
+    /// describes (shards are streamed: see [`open_split`](Self::open_split)).
+    pub fn load_split(&self, split: Split) -> Result<Dataset> {
+        let root = self.root()?;
+        let name = self.split_name(split);
         let dataset = match self.source {
             SourceKind::Coco => CocoSplit::find(root, name)?
                 .load(&CocoOptions { drop_unannotated: self.drop_unannotated, crowd: self.crowd })?,
@@ -161,6 +222,10 @@ impl DataConfig {
                 let (mut dataset, counts) = OpenImagesSplit::find(root, name)?.load(&options)?;
                 dataset.notes = counts.notes(name);
                 dataset
+            }
+            SourceKind::Shards => {
+                let message = "shards are streamed, not indexed: this command reads image files".into();
+                return Err(DataError::Option { name: "data.source", message });
             }
         };
         if dataset.is_empty() {
@@ -198,6 +263,8 @@ impl DataConfig {
             strict: self.strict,
             seed,
             shard: (world > 1).then_some(Shard { rank, world, pad: true }),
+            readers: self.readers,
+            shuffle_buffer: self.shuffle_buffer,
         })
     }
 
@@ -210,6 +277,7 @@ impl DataConfig {
             threads: self.threads,
             strict: self.strict,
             shard: (world > 1).then_some(Shard { rank, world, pad: false }),
+            readers: self.readers,
             ..LoaderConfig::evaluation(batch.div_ceil(world.max(1)), self.image_size)
         })
     }

@@ -28,6 +28,20 @@ impl Sample {
     pub fn new(path: PathBuf, positives: Vec<u32>, unknown: Vec<u32>) -> Self {
         Self { path, positives, negatives: Vec::new(), unknown }
     }
+
+    /// Writes its target row, unlisted labels taking `unlisted`'s value; a
+    /// class listed twice takes the stronger state, as [`Labels`] keeps it.
+    pub fn write_targets(&self, unlisted: Unlisted, row: &mut [f32]) {
+        row.fill(unlisted.target());
+        let states = [
+            (&self.unknown, LabelState::Unknown),
+            (&self.negatives, LabelState::Negative),
+            (&self.positives, LabelState::Positive),
+        ];
+        for (classes, state) in states {
+            classes.iter().for_each(|&c| row[c as usize] = state.target());
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -129,10 +143,7 @@ impl Dataset {
 
     /// Writes sample `index`'s target row: 1 positive, 0 negative, -1 unknown.
     pub fn write_targets(&self, index: usize, row: &mut [f32]) {
-        row.fill(match self.unlisted {
-            Unlisted::Negative => 0.0,
-            Unlisted::Unknown => UNKNOWN,
-        });
+        row.fill(self.unlisted.target());
         for (class, state) in self.labels.listed(index) {
             row[class as usize] = state.target();
         }
@@ -187,6 +198,10 @@ mod tests {
         let mut row = [9.0; 4];
         dataset.write_targets(0, &mut row);
         assert_eq!(row, [0.0, 0.0, 1.0, -1.0]);
+        let mut twice = samples[0].clone();
+        twice.unknown.push(2);
+        twice.write_targets(Unlisted::Negative, &mut row);
+        assert_eq!(row, [0.0, 0.0, 1.0, -1.0], "a positive listed as unknown too stays positive");
         dataset.unlisted = Unlisted::Unknown;
         dataset.write_targets(0, &mut row);
         assert_eq!(row, [0.0, -1.0, 1.0, -1.0]);

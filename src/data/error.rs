@@ -18,6 +18,8 @@ pub enum DataError {
     List { path: PathBuf, line: u64, message: String },
     #[error("cannot find {what} under {root}: looked for {tried}")]
     Layout { what: &'static str, root: PathBuf, tried: String },
+    #[error("shard {path} (from {listed_by}) does not exist")]
+    MissingShard { path: PathBuf, listed_by: String },
     #[error("{0} holds no images")]
     Empty(PathBuf),
     #[error("cannot decode image {path}: {message}")]

@@ -24,6 +24,16 @@ pub enum Unlisted {
     Unknown,
 }
 
+impl Unlisted {
+    /// The target of an unlisted label: 0 or -1.
+    pub fn target(self) -> f32 {
+        match self {
+            Unlisted::Negative => LabelState::Negative.target(),
+            Unlisted::Unknown => LabelState::Unknown.target(),
+        }
+    }
+}
+
 /// The state of one listed label. The order is the precedence when an
 /// image lists a class twice: a positive wins over a verified negative,
 /// which wins over unknown.

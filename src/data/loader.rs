@@ -7,7 +7,10 @@ use super::dataset::Dataset;
 use super::error::{DataError, Result};
 use super::normalize::Normalization;
 use super::rng::{sample_rng, Stream};
-use super::transform::{decode_rgb_into, resize_into, AugmentConfig, DecodeBuffers, Resizer};
+use super::sources::ShardSet;
+use super::split::SplitData;
+use super::stream::{EpochStream, StreamItem, StreamLayout, StreamPosition};
+use super::transform::{decode_rgb_from, decode_rgb_into, resize_into, AugmentConfig, DecodeBuffers, Resizer, RgbView};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -34,6 +37,10 @@ pub struct LoaderConfig {
     pub seed: u64,
     /// This process's share of each epoch in a multi-process run.
     pub shard: Option<Shard>,
+    /// Tar shards: reader threads per process. Part of the sample order.
+    pub readers: usize,
+    /// Tar shards: samples held in the shuffle buffer (when shuffling).
+    pub shuffle_buffer: usize,
 }
 
 /// Rank `rank` of `world` reads its share of each epoch's order
@@ -59,6 +66,8 @@ impl Default for LoaderConfig {
             strict: false,
             seed: 0,
             shard: None,
+            readers: 2,
+            shuffle_buffer: 1000,
         }
     }
 }
@@ -73,8 +82,9 @@ impl LoaderConfig {
 /// An image the loader had to leave out of its batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Skipped {
-    /// Dataset index of the sample.
+    /// Dataset index of the sample (for shards, its position in the epoch).
     pub index: usize,
+    /// The image file, or `<shard>/<key>`.
     pub path: PathBuf,
     pub reason: String,
 }
@@ -87,8 +97,12 @@ pub struct Batch {
     pub images: Vec<u8>,
     /// `[len, K]`: 1 positive, 0 negative, -1 unknown.
     pub targets: Vec<f32>,
-    /// Dataset index of each sample in the batch.
+    /// Dataset index of each sample in the batch; for shards, its position in the epoch.
     pub indices: Vec<usize>,
+    /// For shards, each sample's key (empty for image files, which `indices` name).
+    pub keys: Vec<String>,
+    /// For shards, where the epoch stands after this batch: what a checkpoint stores to resume.
+    pub resume: Option<StreamPosition>,
     /// Samples of this batch that could not be read (non-strict mode).
     pub skipped: Vec<Skipped>,
     /// Position of the batch within its epoch.
@@ -143,15 +157,13 @@ impl Drop for Batch {
 }
 
 pub struct Loader {
-    dataset: Arc<Dataset>,
+    data: SplitData,
     config: LoaderConfig,
     pool: Arc<rayon::ThreadPool>,
-    /// Whether any target row holds an unknown label (-1).
-    partial: bool,
 }
 
 impl Loader {
-    pub fn new(dataset: Arc<Dataset>, config: LoaderConfig) -> Result<Self> {
+    pub fn new(data: impl Into<SplitData>, config: LoaderConfig) -> Result<Self> {
         if config.batch_size == 0 {
             return Err(DataError::Option { name: "batch_size", message: "must be at least 1".into() });
         }
@@ -163,17 +175,20 @@ impl Loader {
             .thread_name(|i| format!("asl-decode-{i}"))
             .build()
             .map_err(|e| DataError::Option { name: "threads", message: e.to_string() })?;
-        let partial = dataset.has_unknown_labels();
-        Ok(Self { dataset, config, pool: Arc::new(pool), partial })
+        Ok(Self { data: data.into(), config, pool: Arc::new(pool) })
     }
 
     /// Whether the batches' targets hold unknown labels (-1) besides 1 and 0.
     pub fn has_unknown_labels(&self) -> bool {
-        self.partial
+        self.data.has_unknown_labels()
     }
 
-    pub fn dataset(&self) -> &Dataset {
-        &self.dataset
+    pub fn data(&self) -> &SplitData {
+        &self.data
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.data.num_classes()
     }
 
     pub fn config(&self) -> &LoaderConfig {
@@ -189,11 +204,11 @@ impl Loader {
         }
     }
 
-    /// The sample order of `epoch`: a seeded shuffle, or dataset order.
-    /// With a shard, this process's share of it: the same shuffle on every
-    /// rank, then `asl::distributed::shard`'s rule.
+    /// The sample order of `epoch` for image files: a seeded shuffle, or
+    /// dataset order. With a shard, this process's share of it: the same
+    /// shuffle on every rank, then `asl::distributed::shard`'s rule.
     pub fn order(&self, epoch: u64) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.dataset.len()).collect();
+        let mut order: Vec<usize> = (0..self.data.len()).collect();
         if self.config.shuffle {
             order.shuffle(&mut sample_rng(Stream::Shuffle, self.config.seed, epoch, 0));
         }
@@ -203,9 +218,10 @@ impl Loader {
         }
     }
 
-    /// Samples this process reads per epoch.
+    /// Samples this process reads per epoch: the same count for image
+    /// files and for shards (`asl::data::stream` lays them out).
     pub fn samples_per_epoch(&self) -> usize {
-        let n = self.dataset.len();
+        let n = self.data.len();
         match self.config.shard {
             Some(Shard { rank, world, pad: true }) if world > 0 && rank < world => n.div_ceil(world),
             Some(Shard { rank, world, pad: false }) if world > 0 && rank < world => (n + world - 1 - rank) / world,
@@ -213,26 +229,55 @@ impl Loader {
         }
     }
 
+    /// How this process streams shards.
+    fn stream_layout(&self) -> StreamLayout {
+        let shard = self.config.shard.unwrap_or(Shard { rank: 0, world: 1, pad: false });
+        StreamLayout {
+            seed: self.config.seed,
+            shuffle: self.config.shuffle,
+            rank: shard.rank,
+            world: shard.world,
+            readers: self.config.readers,
+            pad: shard.pad,
+            shuffle_buffer: if self.config.shuffle { self.config.shuffle_buffer } else { 0 },
+        }
+    }
+
     /// Iterates the batches of `epoch`, starting at batch `start` (for an
     /// exact resume mid-epoch). Work starts at once in the background.
     pub fn epoch(&self, epoch: u64, start: usize) -> EpochIter {
-        let order = self.order(epoch);
+        self.resume_epoch(epoch, start, None)
+    }
+
+    /// [`epoch`](Self::epoch), shards continuing from the position a
+    /// checkpoint saved after batch `start - 1` (`Batch::resume`).
+    /// Without one, the samples before `start` are read again and dropped.
+    pub fn resume_epoch(&self, epoch: u64, start: usize, position: Option<&StreamPosition>) -> EpochIter {
+        let batches = self.batches_per_epoch();
+        let samples = match &self.data {
+            SplitData::Files(dataset) => {
+                Ok(EpochSamples::Files { dataset: Arc::clone(dataset), order: self.order(epoch) })
+            }
+            SplitData::Shards(set) => EpochStream::start(set, self.stream_layout(), epoch, position)
+                .map(|stream| EpochSamples::Shards { set: Arc::clone(set), stream, skip: position.is_none() }),
+        };
         let (sender, receiver) = sync_channel(self.config.prefetch.max(1));
         let (recycle_sender, recycle_receiver) = std::sync::mpsc::channel();
-        let producer = Producer {
-            dataset: Arc::clone(&self.dataset),
-            config: self.config,
-            pool: Arc::clone(&self.pool),
-            order,
-            epoch,
-            recycle: recycle_sender,
-            reuse: Mutex::new(recycle_receiver),
-        };
-        let batches = self.batches_per_epoch();
-        let thread = std::thread::Builder::new()
-            .name("asl-loader".into())
-            .spawn(move || producer.run(start, batches, sender))
-            .map_err(|e| DataError::LoaderStopped { received: 0, expected: batches - start, reason: e.to_string() });
+        let stopped = |reason: String| DataError::LoaderStopped { received: 0, expected: batches - start, reason };
+        let thread = samples.map_err(|e| stopped(e.to_string())).and_then(|samples| {
+            let producer = Producer {
+                config: self.config,
+                pool: Arc::clone(&self.pool),
+                classes: self.data.num_classes(),
+                epoch,
+                recycle: recycle_sender,
+                reuse: Mutex::new(recycle_receiver),
+            };
+            std::thread::Builder::new()
+                .name("asl-loader".into())
+                .spawn(move || producer.run(samples, start, batches, sender))
+                .map_err(|e| stopped(e.to_string()))
+        });
         let (thread, failed) = match thread {
             Ok(handle) => (Some(handle), None),
             Err(error) => (None, Some(error)),
@@ -307,11 +352,47 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
+/// The samples of one epoch, as the producer thread takes them.
+enum EpochSamples {
+    Files {
+        dataset: Arc<Dataset>,
+        order: Vec<usize>,
+    },
+    /// `skip`: a resume without a saved position reads the batches before it again.
+    Shards {
+        set: Arc<ShardSet>,
+        stream: EpochStream,
+        skip: bool,
+    },
+}
+
+/// One sample of a batch, before decoding.
+enum Slot<'a> {
+    File { dataset: &'a Dataset, index: usize },
+    Shard { set: &'a ShardSet, item: StreamItem },
+}
+
+impl Slot<'_> {
+    /// Its id in the batch: the dataset index, or the position in the epoch.
+    fn id(&self) -> usize {
+        match self {
+            Slot::File { index, .. } => *index,
+            Slot::Shard { item, .. } => item.position as usize,
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        match self {
+            Slot::File { dataset, index } => dataset.path(*index),
+            Slot::Shard { set, item } => set.sample_path(item.shard, &item.key),
+        }
+    }
+}
+
 struct Producer {
-    dataset: Arc<Dataset>,
     config: LoaderConfig,
     pool: Arc<rayon::ThreadPool>,
-    order: Vec<usize>,
+    classes: usize,
     epoch: u64,
     recycle: Sender<Buffers>,
     reuse: Mutex<Receiver<Buffers>>,
@@ -323,11 +404,26 @@ thread_local! {
 }
 
 impl Producer {
-    fn run(self, start: usize, batches: usize, sender: SyncSender<Result<Batch>>) {
+    fn run(self, mut samples: EpochSamples, start: usize, batches: usize, sender: SyncSender<Result<Batch>>) {
+        let b = self.config.batch_size;
+        if let EpochSamples::Shards { stream, skip: true, .. } = &mut samples {
+            (0..start * b).for_each(|_| drop(stream.next_item()));
+        }
         for position in start..batches {
             #[cfg(test)]
-            hooks::before_batch(&self.dataset, position);
-            let batch = self.build(position);
+            hooks::before_batch(&samples, position);
+            let batch = match &mut samples {
+                EpochSamples::Files { dataset, order } => {
+                    let indices = &order[position * b..((position + 1) * b).min(order.len())];
+                    let slots = indices.iter().map(|&index| Slot::File { dataset, index }).collect();
+                    self.build(slots, position, None)
+                }
+                EpochSamples::Shards { set, stream, .. } => {
+                    let slots = std::iter::from_fn(|| stream.next_item()).take(b).map(|item| Slot::Shard { set, item });
+                    let slots: Vec<Slot> = slots.collect();
+                    self.build(slots, position, Some(stream.position()))
+                }
+            };
             let failed = batch.is_err();
             if sender.send(batch).is_err() || failed {
                 return;
@@ -335,11 +431,10 @@ impl Producer {
         }
     }
 
-    fn build(&self, position: usize) -> Result<Batch> {
+    fn build(&self, slots: Vec<Slot>, position: usize, resume: Option<StreamPosition>) -> Result<Batch> {
         let b = self.config.batch_size;
-        let indices: Vec<usize> = self.order[position * b..((position + 1) * b).min(self.order.len())].to_vec();
         let size = self.config.image_size as usize;
-        let (pixels_per_image, classes) = (size * size * 3, self.dataset.num_classes());
+        let (pixels_per_image, classes) = (size * size * 3, self.classes);
         let (mut images, mut targets) = self.reuse.lock().map(|r| r.try_recv().ok()).ok().flatten().unwrap_or_default();
         images.resize(b * pixels_per_image, 0);
         targets.resize(b * classes, 0.0);
@@ -347,17 +442,17 @@ impl Producer {
             images
                 .par_chunks_mut(pixels_per_image)
                 .zip(targets.par_chunks_mut(classes))
-                .zip(indices.par_iter())
-                .map(|((pixels, row), &index)| {
-                    self.dataset.write_targets(index, row);
+                .zip(slots.par_iter())
+                .map(|((pixels, row), slot)| {
                     // A decoder bug on one file costs that file, not the epoch.
-                    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.load(index, pixels)));
+                    let loaded =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.load(slot, pixels, row)));
                     let reason = match loaded {
                         Ok(Ok(())) => return None,
-                        Ok(Err(error)) => error.to_string(),
+                        Ok(Err(reason)) => reason,
                         Err(panic) => format!("decoding panicked: {}", panic_message(panic.as_ref())),
                     };
-                    Some(Skipped { index, path: self.dataset.path(index), reason })
+                    Some(Skipped { index: slot.id(), path: slot.path(), reason })
                 })
                 .collect()
         });
@@ -366,11 +461,20 @@ impl Producer {
                 return Err(DataError::Decode { path: skipped.path.clone(), message: skipped.reason.clone() });
             }
         }
-        let (kept, skipped) = compact(&mut images, &mut targets, &indices, outcomes, pixels_per_image, classes);
+        let keys = (slots.iter().zip(&outcomes))
+            .filter_map(|(slot, outcome)| match slot {
+                Slot::Shard { item, .. } if outcome.is_none() => Some(item.key.clone()),
+                _ => None,
+            })
+            .collect();
+        let ids: Vec<usize> = slots.iter().map(Slot::id).collect();
+        let (kept, skipped) = compact(&mut images, &mut targets, &ids, outcomes, pixels_per_image, classes);
         Ok(Batch {
             images,
             targets,
             indices: kept,
+            keys,
+            resume,
             skipped,
             position,
             image_size: size,
@@ -379,17 +483,28 @@ impl Producer {
         })
     }
 
-    /// Decodes, resizes and augments sample `index` into `pixels`.
-    fn load(&self, index: usize, pixels: &mut [u8]) -> Result<()> {
-        let path = self.dataset.path(index);
-        #[cfg(test)]
-        hooks::before_decode(&path);
+    /// Writes a slot's targets and decodes, resizes and augments its image into `pixels`.
+    fn load(&self, slot: &Slot, pixels: &mut [u8], row: &mut [f32]) -> std::result::Result<(), String> {
         let size = self.config.image_size;
         WORKSPACE.with(|workspace| {
             let (buffers, resizer, scratch) = &mut *workspace.borrow_mut();
-            let decoded = decode_rgb_into(&path, buffers)?;
+            let decoded: RgbView = match slot {
+                Slot::File { dataset, index } => {
+                    dataset.write_targets(*index, row);
+                    let path = dataset.path(*index);
+                    #[cfg(test)]
+                    hooks::before_decode(&path);
+                    decode_rgb_into(&path, buffers).map_err(|e| e.to_string())?
+                }
+                Slot::Shard { set, item } => {
+                    let raw = item.content.as_ref().map_err(Clone::clone)?;
+                    let (image, sample) = raw.parse(set)?;
+                    sample.write_targets(set.unlisted, row);
+                    decode_rgb_from(image, buffers).map_err(|message| format!("cannot decode the image: {message}"))?
+                }
+            };
             resize_into(decoded, size, pixels, resizer);
-            let mut rng = sample_rng(Stream::Augment, self.config.seed, self.epoch, index as u64);
+            let mut rng = sample_rng(Stream::Augment, self.config.seed, self.epoch, slot.id() as u64);
             self.config.augment.apply(pixels, size as usize, scratch, &mut rng);
             Ok(())
         })
@@ -426,7 +541,6 @@ fn compact(
 /// them into a skipped image or an error instead of a short epoch.
 #[cfg(test)]
 mod hooks {
-    use super::Dataset;
     use std::path::{Path, PathBuf};
     use std::sync::Mutex;
 
@@ -440,7 +554,8 @@ mod hooks {
         }
     }
 
-    pub fn before_batch(dataset: &Dataset, position: usize) {
+    pub fn before_batch(samples: &super::EpochSamples, position: usize) {
+        let super::EpochSamples::Files { dataset, .. } = samples else { return };
         let first = dataset.path(0);
         if PANIC_AT_BATCH.lock().unwrap().iter().any(|(p, b)| *p == first && *b == position) {
             panic!("injected loader panic at batch {position}");

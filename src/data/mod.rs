@@ -6,8 +6,11 @@ mod error;
 pub mod labels;
 mod loader;
 mod normalize;
+pub mod pack;
 mod rng;
 pub mod sources;
+mod split;
+pub mod stream;
 pub mod transform;
 
 pub use config::{DataConfig, SourceKind, Split, UnknownInValidation};
@@ -18,3 +21,4 @@ pub(crate) use loader::panic_message;
 pub use loader::{Batch, EpochIter, Loader, LoaderConfig, Shard, Skipped};
 pub use normalize::Normalization;
 pub use rng::{sample_rng, Stream};
+pub use split::SplitData;

@@ -11,6 +11,10 @@ pub enum Stream {
     Augment = 1,
     Shuffle = 2,
     Synthesize = 3,
+    /// The shard order of an epoch.
+    Shards = 4,
+    /// The shuffle buffer's draws.
+    ShuffleBuffer = 5,
 }
 
 pub fn sample_rng(stream: Stream, seed: u64, epoch: u64, index: u64) -> ChaCha8Rng {

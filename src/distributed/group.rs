@@ -188,6 +188,30 @@ impl ProcessGroup {
         self.check("gather", status)
     }
 
+    /// Every rank's `bytes` on rank 0, in rank order (`None` elsewhere):
+    /// the lengths are summed first, then each share is padded to the
+    /// longest, as c10d's gather wants equal sizes. `device` is where the
+    /// compute runs (the transfer uses [`tensor_device`](Self::tensor_device)).
+    pub fn gather_bytes(&self, bytes: &[u8], device: Device) -> Result<Option<Vec<Vec<u8>>>> {
+        let on_group = self.tensor_device(device);
+        let lengths = Tensor::f_zeros([self.world_size as i64], (tch::Kind::Int64, on_group))?;
+        let _ = lengths.f_narrow(0, self.rank as i64, 1)?.f_fill_(bytes.len() as i64)?;
+        self.allreduce_sum(&[&lengths])?;
+        let lengths = Vec::<i64>::try_from(lengths.f_to_device(Device::Cpu)?)?;
+        let longest = lengths.iter().copied().max().unwrap_or(0).max(1);
+        let mut padded = bytes.to_vec();
+        padded.resize(longest as usize, 0);
+        let input = Tensor::f_from_slice(&padded)?.f_to_device(on_group)?;
+        let output = Tensor::f_zeros([longest * self.world_size as i64], (tch::Kind::Uint8, on_group))?;
+        self.gather(&input, &output, 0)?;
+        if !self.is_main() {
+            return Ok(None);
+        }
+        let all = Vec::<u8>::try_from(output.f_to_device(Device::Cpu)?)?;
+        let shares = all.chunks(longest as usize).zip(&lengths).map(|(share, &len)| share[..len as usize].to_vec());
+        Ok(Some(shares.collect()))
+    }
+
     /// Returns when every rank has called it.
     pub fn barrier(&self) -> Result<()> {
         // SAFETY: the group is live.

@@ -9,7 +9,7 @@ use super::lock::RunLock;
 use super::observer::{Observer, TrainEvent};
 use super::trainer::{Trainer, TrainerSetup};
 use crate::atomic::write_bytes_atomically;
-use crate::data::{Dataset, Loader, Split};
+use crate::data::{DataError, Loader, SourceKind, Split, SplitData};
 use crate::distributed::{GroupOptions, Launch, LostRankHandler, ProcessGroup};
 use crate::loss::LossConfig;
 use crate::model::{export_timm, resolve_device, ModelError, Network, ResetHead, TimmExport};
@@ -65,22 +65,31 @@ pub fn prepare(mut config: TrainConfig, options: RunOptions, observer: &mut dyn 
         None => None,
     };
     let (rank, world) = group.as_ref().map_or((0, 1), |g| (g.rank(), g.world_size()));
-    let train = config.data.load_split(Split::Train)?;
-    let val = config.data.load_split(Split::Val)?;
+    let train = config.data.open_split(Split::Train)?;
+    let val = config.data.open_split(Split::Val)?;
     if matches!(config.loss, LossConfig::SingleLabel(_)) {
         check_single_label(&train)?;
         check_single_label(&val)?;
     }
+    let positives = match &train {
+        SplitData::Files(dataset) => format!(", {:.2} positives per image", dataset.mean_positives()),
+        SplitData::Shards(_) => String::new(),
+    };
     let summary = format!(
-        "data: {} train / {} val images, {} classes, {:.2} positives per image; device {device:?}{}",
-        train.len(),
-        val.len(),
+        "data: {} train / {} val, {} classes{positives}; device {device:?}{}",
+        train.describe(),
+        val.describe(),
         train.num_classes(),
-        train.mean_positives(),
         if world > 1 { format!(", {world} processes") } else { String::new() }
     );
     observer.on_event(&TrainEvent::Notice(&summary));
-    for note in train.notes.iter().chain(&val.notes) {
+    if train.class_names() != val.class_names() {
+        return Err(TrainError::Data(DataError::Option {
+            name: "data.val_path",
+            message: "the validation split's classes differ from the training split's".into(),
+        }));
+    }
+    for note in train.notes().iter().chain(val.notes()) {
         observer.on_event(&TrainEvent::Warning(note));
     }
     match &resume {
@@ -97,8 +106,8 @@ pub fn prepare(mut config: TrainConfig, options: RunOptions, observer: &mut dyn 
             fresh_network(&config, &train, &placement, observer)?
         }
     };
-    let train_loader = Loader::new(Arc::new(train), config.data.train_loader(config.seed, rank, world)?)?;
-    let val_loader = Loader::new(Arc::new(val), config.data.val_loader(rank, world)?)?;
+    let train_loader = Loader::new(train, config.data.train_loader(config.seed, rank, world)?)?;
+    let val_loader = Loader::new(val, config.data.val_loader(rank, world)?)?;
     Trainer::new(TrainerSetup { config, run_dir, lock, group, network, train_loader, val_loader, resume, stop })
 }
 
@@ -131,14 +140,19 @@ fn check_resumable(config: &TrainConfig, checkpoint: &Path, world: usize) -> Res
         return Ok(());
     }
     let layout = |c: &TrainConfig, world: usize| {
-        [
+        let mut keys = vec![
             ("data.batch_size", c.data.batch_size.to_string()),
             ("data.drop_last", c.data.drop_last.to_string()),
             ("train.grad_accumulation", c.train.grad_accumulation.to_string()),
             ("train.max_steps_per_epoch", format!("{:?}", c.train.max_steps_per_epoch)),
             ("seed", c.seed.to_string()),
             ("the number of processes", world.to_string()),
-        ]
+        ];
+        if c.data.source == SourceKind::Shards {
+            keys.push(("data.readers", c.data.readers.to_string()));
+            keys.push(("data.shuffle_buffer", c.data.shuffle_buffer.to_string()));
+        }
+        keys
     };
     for ((key, before), (_, after)) in layout(&saved, state.world_size.max(1)).into_iter().zip(layout(config, world)) {
         if before != after {
@@ -168,7 +182,7 @@ struct Placement<'a> {
 /// the input size, its classifier sized to the dataset.
 fn fresh_network(
     config: &TrainConfig,
-    train: &Dataset,
+    train: &SplitData,
     placement: &Placement,
     observer: &mut dyn Observer,
 ) -> Result<Network> {
@@ -182,7 +196,7 @@ fn fresh_network(
     let card = network.card();
     let reason = match (card.num_classes != classes, &card.class_names) {
         (true, _) => Some(format!("it has {} classes and the data {classes}", card.num_classes)),
-        (false, Some(names)) if *names != train.class_names => Some("its class names differ from the data's".into()),
+        (false, Some(names)) if names != train.class_names() => Some("its class names differ from the data's".into()),
         (false, _) => None,
     };
     let reset = match (config.model.reset_head, &reason) {
@@ -196,9 +210,9 @@ fn fresh_network(
     if let Some(reason) = reset {
         let notice = format!("resetting the head of {} for {classes} classes: {reason}", network.name());
         observer.on_event(&TrainEvent::Notice(&notice));
-        network.reset_head(classes, Some(train.class_names.clone()), config.model.head_seed)?;
+        network.reset_head(classes, Some(train.class_names().to_vec()), config.model.head_seed)?;
     } else {
-        network.set_class_names(train.class_names.clone());
+        network.set_class_names(train.class_names().to_vec());
     }
     Ok(network)
 }
@@ -210,7 +224,7 @@ fn fresh_network(
 /// numbered node by node, as torchrun and Slurm's block layout do.
 fn exported(
     config: &TrainConfig,
-    train: &Dataset,
+    train: &SplitData,
     placement: &Placement,
     observer: &mut dyn Observer,
 ) -> Result<Network> {
@@ -263,8 +277,15 @@ fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
     move |source| ModelError::Write { path: path.to_path_buf(), source }
 }
 
-/// Single-label training needs exactly one positive per image.
-fn check_single_label(dataset: &Dataset) -> Result<()> {
+/// Single-label training needs exactly one positive per image, checked up
+/// front; shards cannot be checked without reading them, so they are refused.
+fn check_single_label(data: &SplitData) -> Result<()> {
+    let SplitData::Files(dataset) = data else {
+        let message = "single-label training checks every image's labels up front, which shards would have to be \
+                       read for; train single-label data from its image files"
+            .into();
+        return Err(TrainError::Data(DataError::Option { name: "data.source", message }));
+    };
     let count = |i: usize| dataset.labels().positives(i).count();
     match (0..dataset.len()).find(|&i| count(i) != 1) {
         Some(i) => Err(TrainError::NotSingleLabel { path: dataset.path(i), count: count(i) }),

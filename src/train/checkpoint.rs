@@ -8,6 +8,7 @@ use super::amp::GradScalerState;
 use super::config::TrainConfig;
 use super::Adam;
 use crate::atomic::{sync_dir, sync_file, write_bytes_atomically};
+use crate::data::stream::StreamPosition;
 use crate::loss::AdaptiveAsymmetry;
 use crate::model::{ModelEma, Network};
 use serde::{Deserialize, Serialize};
@@ -69,6 +70,10 @@ pub struct TrainState {
     /// Processes that trained: a run stopped mid-epoch resumes only with as many.
     #[serde(default)]
     pub world_size: usize,
+    /// Training from shards, stopped mid-epoch: where each rank's readers
+    /// and shuffle buffer stood, by rank.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stream: Vec<StreamPosition>,
     pub best_map: Option<f64>,
     pub best_epoch: Option<usize>,
     pub adaptive: Option<AdaptiveAsymmetry>,

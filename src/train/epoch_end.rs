@@ -3,10 +3,11 @@
 
 use super::checkpoint::{link_checkpoint, write_checkpoint, CheckpointParts, EpochRecord};
 use super::data_parallel::DataParallel;
-use super::error::Result;
+use super::error::{Result, TrainError};
 use super::observer::{Observer, Phase, Scored, TrainEvent};
 use super::trainer::{EpochMeter, Trainer};
 use super::GradScaler;
+use crate::data::stream::StreamPosition;
 use crate::evaluate::{evaluate, EvaluateEvent, EvaluateOptions, Evaluation};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -72,7 +73,7 @@ impl Trainer {
     }
 
     fn validate(&mut self, scored: Scored, observer: &mut dyn Observer) -> Result<Evaluation> {
-        let images = self.val_loader.dataset().len();
+        let images = self.val_loader.data().len();
         observer.on_event(&TrainEvent::ValidationStarted { scored, images });
         let options = EvaluateOptions {
             amp: self.amp(),
@@ -105,6 +106,7 @@ impl Trainer {
         self.state.adaptive = self.adaptive;
         self.state.grad_scaler = self.scaler.as_ref().map(GradScaler::state);
         self.state.world_size = self.world_size();
+        self.state.stream = self.stream_positions()?;
         let dir = self.run_dir.join("checkpoints").join(name);
         if !self.is_main() {
             return Ok(dir);
@@ -119,5 +121,23 @@ impl Trainer {
         write_checkpoint(&dir, &parts)?;
         observer.on_event(&TrainEvent::CheckpointWritten { name, path: &dir });
         Ok(dir)
+    }
+
+    /// Every rank's stream position, on rank 0, when training from shards
+    /// stopped mid-epoch; nothing otherwise (an epoch starts afresh).
+    fn stream_positions(&self) -> Result<Vec<StreamPosition>> {
+        let own = match (&self.stream_position, self.state.batch_in_epoch) {
+            (Some(position), 1..) => position,
+            _ => return Ok(Vec::new()),
+        };
+        let Some(parallel) = &self.parallel else {
+            return Ok(vec![own.clone()]);
+        };
+        let bytes = serde_json::to_vec(own).map_err(|e| TrainError::StreamPosition(e.to_string()))?;
+        let shares = parallel.group().gather_bytes(&bytes, self.network.device())?.unwrap_or_default();
+        shares
+            .iter()
+            .map(|share| serde_json::from_slice(share).map_err(|e| TrainError::StreamPosition(e.to_string())))
+            .collect()
     }
 }

@@ -40,6 +40,8 @@ pub enum TrainError {
     HeadMismatch { model: String, reason: String },
     #[error(transparent)]
     Distributed(#[from] crate::distributed::DistError),
+    #[error("the shard readers' positions could not be passed to rank 0 for the checkpoint: {0}")]
+    StreamPosition(String),
     #[error("cannot take the run lock {path}: {source}")]
     Lock { path: PathBuf, source: std::io::Error },
 }

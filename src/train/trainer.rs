@@ -15,6 +15,7 @@ use super::observer::{Observer, Phase, TrainEvent};
 use super::restore::restore;
 use super::schedule::OneCycle;
 use super::Adam;
+use crate::data::stream::StreamPosition;
 use crate::data::{Loader, Normalization};
 use crate::distributed::{InFlight, ProcessGroup};
 use crate::evaluate::input_normalization;
@@ -72,6 +73,8 @@ pub struct Trainer {
     pub(super) train_loader: Loader,
     pub(super) val_loader: Loader,
     pub(super) state: TrainState,
+    /// Shards: where this rank's epoch stands after the last batch trained.
+    pub(super) stream_position: Option<StreamPosition>,
     pub(super) stop: Arc<AtomicBool>,
     /// TF32 as the caller had it, restored on drop.
     tf32_before: bool,
@@ -160,6 +163,7 @@ impl Trainer {
             train_loader,
             val_loader,
             state,
+            stream_position: None,
             stop,
             tf32_before,
         })
@@ -211,6 +215,10 @@ impl Trainer {
         self.parallel.as_ref().map_or(1, |p| p.group().world_size())
     }
 
+    pub(super) fn rank(&self) -> usize {
+        self.parallel.as_ref().map_or(0, |p| p.group().rank())
+    }
+
     pub(super) fn amp(&self) -> bool {
         self.scaler.is_some()
     }
@@ -251,11 +259,12 @@ impl Trainer {
         let start = self.state.batch_in_epoch;
         observer.on_event(&TrainEvent::EpochStarted { epoch: epoch + 1, batches, start });
         let mut meter = EpochMeter::default();
-        let mut iter = self.train_loader.epoch(epoch as u64, start);
+        let saved = self.state.stream.get(self.rank()).filter(|_| start > 0);
+        let mut iter = self.train_loader.resume_epoch(epoch as u64, start, saved);
         let mut waited_since = Instant::now();
         while self.state.batch_in_epoch < batches {
             let Some(batch) = iter.next() else { break };
-            let batch = batch?;
+            let mut batch = batch?;
             meter.wait += waited_since.elapsed();
             for skipped in &batch.skipped {
                 observer.on_event(&TrainEvent::ImageSkipped { phase: Phase::Training, skipped });
@@ -266,6 +275,7 @@ impl Trainer {
             let last_of_group = (position + 1).is_multiple_of(accumulation) || position + 1 == batches;
             let waiting_on_peers = self.in_flight();
             self.train_batch(&batch, epoch, last_of_group, &mut meter)?;
+            self.stream_position = batch.resume.take();
             let mut stop = false;
             if last_of_group && std::mem::take(&mut meter.group_has_gradients) {
                 stop = self.optimizer_step(epoch, &meter, observer)?;

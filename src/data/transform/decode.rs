@@ -52,7 +52,14 @@ pub fn decode_rgb_into<'a>(path: &Path, buffers: &'a mut DecodeBuffers) -> Resul
     Ok(RgbView { width, height, pixels: &buffers.pixels[..len] })
 }
 
-/// Decodes a JPEG or PNG file's `bytes` into `pixels` (RGB, row-major, at
+/// Decodes an image already in memory (a tar member) into `buffers`.
+pub fn decode_rgb_from<'a>(bytes: &[u8], buffers: &'a mut DecodeBuffers) -> Result<RgbView<'a>, String> {
+    let (width, height) = decode_rgb_bytes(bytes, &mut buffers.pixels, MAX_DECODED_BYTES)?;
+    let len = width as usize * height as usize * 3;
+    Ok(RgbView { width, height, pixels: &buffers.pixels[..len] })
+}
+
+/// Decodes a JPEG, PNG or WebP file's `bytes` into `pixels` (RGB, row-major, at
 /// the front of the buffer) and returns the width and height. Images that
 /// would decode to more than `max_bytes` are refused before anything is
 /// allocated for them.
@@ -61,8 +68,10 @@ pub fn decode_rgb_bytes(bytes: &[u8], pixels: &mut Vec<u8>, max_bytes: usize) ->
         decode_jpeg(bytes, pixels, max_bytes)
     } else if bytes.starts_with(&PNG_SIGNATURE) {
         decode_png(bytes, pixels, max_bytes)
+    } else if bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP" {
+        decode_webp(bytes, pixels, max_bytes)
     } else {
-        Err("neither a JPEG nor a PNG file (the only formats the loader reads)".to_string())
+        Err("neither a JPEG, a PNG nor a WebP file (the formats the loader reads)".to_string())
     }?;
     if width == 0 || height == 0 {
         return Err("image has zero width or height".into());
@@ -95,6 +104,19 @@ fn decode_jpeg(bytes: &[u8], pixels: &mut Vec<u8>, max_bytes: usize) -> Result<(
     check_decoded_size(width, height, size, max_bytes, "JPEG")?;
     pixels.resize(size, 0);
     decoder.decode_into(&mut pixels[..size]).map_err(|e| e.to_string())?;
+    Ok((width, height))
+}
+
+/// WebP through `image` (rare in COCO-style data, common in web-scale shards).
+fn decode_webp(bytes: &[u8], pixels: &mut Vec<u8>, max_bytes: usize) -> Result<(u32, u32), String> {
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), image::ImageFormat::WebP);
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(max_bytes as u64);
+    reader.limits(limits);
+    let image = reader.decode().map_err(|e| e.to_string())?.into_rgb8();
+    let (width, height) = image.dimensions();
+    pixels.clear();
+    pixels.extend_from_slice(image.as_raw());
     Ok((width, height))
 }
 
@@ -152,6 +174,19 @@ fn expand_to_rgb(pixels: &mut [u8], color: png::ColorType, count: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lossless_webp_decodes_to_its_pixels() {
+        let image = image::RgbImage::from_fn(5, 3, |x, y| image::Rgb([x as u8 * 40, y as u8 * 70, 200]));
+        let mut bytes = Vec::new();
+        image::codecs::webp::WebPEncoder::new_lossless(&mut bytes)
+            .encode(image.as_raw(), 5, 3, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let mut pixels = Vec::new();
+        assert_eq!(decode_rgb_bytes(&bytes, &mut pixels, MAX_DECODED_BYTES).unwrap(), (5, 3));
+        assert_eq!(&pixels[..], image.as_raw().as_slice());
+        assert!(decode_rgb_bytes(&bytes, &mut pixels, 10).is_err(), "the size limit is not applied to WebP");
+    }
 
     /// A real 8×8 JPEG whose frame header is rewritten to claim `width × height`.
     fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {

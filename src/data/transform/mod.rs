@@ -7,7 +7,9 @@ mod randaugment;
 mod resize;
 
 pub use cutout::cutout;
-pub use decode::{decode_rgb, decode_rgb_bytes, decode_rgb_into, DecodeBuffers, RgbView, MAX_DECODED_BYTES};
+pub use decode::{
+    decode_rgb, decode_rgb_bytes, decode_rgb_from, decode_rgb_into, DecodeBuffers, RgbView, MAX_DECODED_BYTES,
+};
 pub use randaugment::{apply as apply_op, rand_augment, Op, RandAugmentConfig, OPS};
 pub use resize::{resize_into, Resizer};
 
