@@ -1,5 +1,6 @@
 //! The data path: sources → samples → transforms → batches on the device.
 
+mod batch;
 mod config;
 mod dataset;
 mod error;
@@ -13,12 +14,13 @@ mod split;
 pub mod stream;
 pub mod transform;
 
+pub use batch::{Batch, Skipped};
 pub use config::{DataConfig, SourceKind, Split, UnknownInValidation};
 pub use dataset::{Dataset, Sample, UNKNOWN};
 pub use error::{DataError, Result};
 pub use labels::{LabelState, Labels, Unlisted};
 pub(crate) use loader::panic_message;
-pub use loader::{Batch, EpochIter, Loader, LoaderConfig, Shard, Skipped};
+pub use loader::{EpochIter, Loader, LoaderConfig, Shard};
 pub use normalize::Normalization;
 pub use rng::{sample_rng, Stream};
 pub use split::SplitData;

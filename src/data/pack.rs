@@ -246,7 +246,7 @@ impl ShardWriter {
         sync_file(&tmp).map_err(io_error(&tmp))?;
         std::fs::rename(&tmp, &shard.path).map_err(io_error(&shard.path))?;
         let name = shard.path.file_name().expect("a shard has a name").to_string_lossy().into_owned();
-        let sha256 = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let sha256 = hex(&hash.finalize());
         self.shards.push(ShardEntry { name, samples: shard.samples, bytes, sha256 });
         Ok(())
     }
@@ -304,5 +304,10 @@ fn hash_file(path: &Path, on_bytes: &mut dyn FnMut(u64)) -> std::io::Result<(u64
         total += n as u64;
         on_bytes(n as u64);
     }
-    Ok((total, hash.finalize().iter().map(|b| format!("{b:02x}")).collect()))
+    Ok((total, hex(&hash.finalize())))
+}
+
+/// A digest as lowercase hex, as `sha256sum` prints it.
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }

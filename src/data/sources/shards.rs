@@ -373,18 +373,17 @@ pub struct RawSample {
     pub start: u64,
     /// Byte offset just past the sample: where the next one starts.
     pub end: u64,
-    /// `(extension, bytes)` of each member.
+    /// `(extension, bytes)` of each member, the extension lowercased.
     pub members: Vec<(String, Vec<u8>)>,
 }
 
 impl RawSample {
     /// The image bytes and the labels, or why the sample cannot be used.
     pub fn parse(&self, set: &ShardSet) -> std::result::Result<(&[u8], Sample), String> {
-        let member =
-            |wanted: &[&str]| self.members.iter().find(|(e, _)| wanted.contains(&e.to_ascii_lowercase().as_str()));
+        let member = |wanted: &[&str]| self.members.iter().find(|(e, _)| wanted.contains(&e.as_str()));
         let image = member(&IMAGE_EXTENSIONS).ok_or("no image member (.jpg, .jpeg, .png or .webp)")?;
         let labels = member(&["json", "cls"]).ok_or("no labels member (.json or .cls)")?;
-        let sample = set.parse_labels(&labels.0.to_ascii_lowercase(), &labels.1)?;
+        let sample = set.parse_labels(&labels.0, &labels.1)?;
         Ok((&image.1, sample))
     }
 }
@@ -457,7 +456,7 @@ pub fn read_samples(
             let message = format!("member {name} ends after {} of its {} bytes", bytes.len(), entry.size());
             return Err(failure(header_start, last_whole.clone(), &message));
         }
-        sample.members.push((extension.to_string(), bytes));
+        sample.members.push((extension.to_ascii_lowercase(), bytes));
         sample.end = end;
     }
     if let Some(last) = current {
