@@ -71,6 +71,7 @@ fn compile_native(lib_dir: &Path) {
         .define("GLOG_USE_GLOG_EXPORT", None)
         .define("USE_C10D_GLOO", None)
         .file("src/native/dist.cpp")
+        .file("src/native/liveness.cpp")
         .file("src/native/ops.cpp");
     // System includes: their warnings are libtorch's business, ours stay on.
     for dir in [torch.join("include"), torch.join("include/torch/csrc/api/include"), PathBuf::from("third_party/gloo")]

@@ -7,7 +7,9 @@
 #      of 25 MiB (PyTorch's default), then 1 and 100 MiB (a bucket sweep).
 # Each run trains EPOCHS epochs on coco-mini's train split repeated TIMES
 # times; the last epoch's images/s is compared.
-#   3. Where 2 GPUs exist: 2 NCCL ranks, rank 1 stopped with SIGSTOP after
+#   3. The stop agreement on NCCL (world 1): SIGTERM raised at step 5
+#      (ASL_FAULT) must stop the run after step 6 with status 75.
+#   4. Where 2 GPUs exist: 2 NCCL ranks, rank 1 stopped with SIGSTOP after
 #      the first checkpoint (alive, sockets open, heartbeat silent); rank 0
 #      must exit non-zero naming "lost rank 1" within the heartbeat timeout
 #      (HEARTBEAT, 10 s) plus 2 s. With one GPU it says so and skips.
@@ -53,7 +55,19 @@ for name, label in [("nccl_25", "NCCL world 1, 25 MiB"), ("nccl_1", "NCCL world 
     print(f"{label:26s} {speed:8.1f} img/s   overhead {100 * (plain / speed - 1):+.1f}%")
 PY
 
-# 3. A lost rank named on NCCL (2 GPUs or more).
+# 3. The stop agreement through the store with NCCL's asynchronous host: a request at step 5 stops after step 6.
+export ASL_FAULT="SIGTERM@step=5"
+train stop "${torchrun[@]}" -- --set train.epochs=1 >/dev/null
+unset ASL_FAULT
+stopped_at=$($PY -c 'import json, sys; print(json.load(open(sys.argv[1]))["optimizer_step"])' \
+  "$WORK/runs/stop/checkpoints/last/state.json" 2>/dev/null)
+if [ "$stopped_at" = 6 ]; then
+  echo "NCCL stop agreement: stopped after step 6: PASS" | tee -a "$OUT/dist_summary.txt"
+else
+  echo "NCCL stop agreement: stopped after step '${stopped_at}': FAIL (see dist_stop.log)" | tee -a "$OUT/dist_summary.txt"
+fi
+
+# 4. A lost rank named on NCCL (2 GPUs or more).
 GPUS=$($PY -c 'import torch; print(torch.cuda.device_count())')
 HEARTBEAT=${HEARTBEAT:-10}
 if [ "$DEVICE" = cuda ] && [ "$GPUS" -ge 2 ]; then

@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import pickle
+import signal
 import sys
 import tempfile
 
@@ -206,7 +207,32 @@ def parse_args():
     return parser.parse_args()
 
 
+def stop_on_sigterm():
+    """SIGTERM, asl asking the export to stop, ends it as an exception, so that the files it was writing
+    (the model's temporary file, a hub download it began) are removed on the way out."""
+
+    def stop(signum, frame):
+        raise SystemExit(f"error: stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def write_atomically(path, suffix, write):
+    """`write(tmp)` into a temporary file beside `path`, then renamed over it: a crash never leaves half a
+    file under the real name, and an interruption removes the temporary one."""
+    tmp = tempfile.NamedTemporaryFile(dir=os.path.dirname(os.path.abspath(path)), suffix=suffix, delete=False)
+    tmp.close()
+    try:
+        write(tmp.name)
+        os.replace(tmp.name, path)
+    except BaseException:
+        if os.path.exists(tmp.name):
+            os.remove(tmp.name)
+        raise
+
+
 def main():
+    stop_on_sigterm()
     args = parse_args()
     if args.model.startswith("tresnet") and args.img_size % 32:
         sys.exit(f"error: --img-size {args.img_size}: TResNet needs a multiple of 32")
@@ -268,14 +294,14 @@ def main():
     }
     out_dir = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(out_dir, exist_ok=True)
-    # Write through a temporary file and rename, so a crash never leaves half a model.
-    with tempfile.NamedTemporaryFile(dir=out_dir, suffix=".pt.tmp", delete=False) as tmp:
-        scripted.save(tmp.name)
-    os.replace(tmp.name, args.out)
+    write_atomically(args.out, ".pt.tmp", scripted.save)
     card_path = os.path.splitext(args.out)[0] + ".json"
-    with open(card_path + ".tmp", "w") as f:
-        json.dump(card, f, indent=2)
-    os.replace(card_path + ".tmp", card_path)
+
+    def write_card(tmp):
+        with open(tmp, "w") as f:
+            json.dump(card, f, indent=2)
+
+    write_atomically(card_path, ".json.tmp", write_card)
     print(f"exported {args.model} with the {args.head} head ({args.num_classes} classes, {args.img_size}px) to {args.out}; "
           f"scripted vs eager max |diff| {difference:.2e}; card {card_path}")
 

@@ -97,7 +97,29 @@ def _check_reachable(reference, repo_id):
         raise _offline_error(reference, repo_id, f"the hub at {constants.ENDPOINT} cannot be reached ({e})") from None
 
 
+def _partial_downloads(repo_id):
+    """The repo's half-downloaded blobs in the cache (huggingface_hub's `.incomplete` files)."""
+    from huggingface_hub import constants
+
+    blobs = os.path.join(constants.HF_HUB_CACHE, "models--" + repo_id.replace("/", "--"), "blobs")
+    try:
+        return {os.path.join(blobs, name) for name in os.listdir(blobs) if name.endswith(".incomplete")}
+    except FileNotFoundError:
+        return set()
+
+
 def _download(reference, repo_id, revision):
+    """The weight file, downloaded; a download stopped on request (SIGTERM, Ctrl-C) leaves no partial file."""
+    before = _partial_downloads(repo_id)
+    try:
+        return _download_weights(reference, repo_id, revision)
+    except (KeyboardInterrupt, SystemExit):
+        for path in _partial_downloads(repo_id) - before:
+            os.remove(path)
+        raise
+
+
+def _download_weights(reference, repo_id, revision):
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 

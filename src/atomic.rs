@@ -1,7 +1,8 @@
 //! Durable write-then-rename: an interrupted save, a killed process or a
 //! power loss never replaces a good file with part of a new one. The data
 //! is fsynced before the rename and the directory after it, so the rename
-//! itself survives a power loss too.
+//! itself survives a power loss too. Also the private scratch directories
+//! (`mkdtemp`, 0700) that exports are written into.
 
 use std::fs::File;
 use std::io;
@@ -32,6 +33,16 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> io::Result<()>
 /// [`write_atomically`] for in-memory contents.
 pub fn write_bytes_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
     write_atomically(path, |tmp| std::fs::write(tmp, contents))
+}
+
+/// A fresh directory under the temp dir with an unpredictable name (as
+/// `mkdtemp`), readable by this user alone (0700), removed when dropped.
+pub fn private_dir(prefix: &str) -> io::Result<tempfile::TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
+    builder.tempdir()
 }
 
 /// Makes the entries of `dir` (creations, renames, removals) durable.

@@ -105,6 +105,9 @@ pub fn evaluate(
             scored.push_row(index as u32, &probabilities[span.clone()], &batch.targets[span])?;
         }
         on_event(EvaluateEvent::Scored(batch.len()));
+        if let Some(group) = group {
+            group.record_progress(None);
+        }
     }
     let mut skipped = epoch.skipped();
     let mut stats = ProbabilityStats::from_sums(&Vec::<f64>::try_from(sums.f_to_device(Device::Cpu)?)?);

@@ -197,23 +197,24 @@ fn only_rank_0_writes_validation_is_whole_and_runs_resume_across_world_sizes() {
 fn a_killed_rank_is_named_and_the_run_resumes() {
     let f = Fixture::new();
     let port = free_port();
+    // 6 steps an epoch: rank 1 dies at step 8, after the first checkpoint.
     let sets =
         ["--set", "train.epochs=50", "--set", "schedule.scheduled_epochs=50", "--set", "distributed.timeout_s=20"];
     let children: Vec<_> = (0..2)
         .map(|rank| {
             let mut c = f.command("killed", &sets);
             as_rank(&mut c, rank, 2, port);
+            c.env("ASL_FAULT", "SIGKILL@step=8/rank=1");
             c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
         })
         .collect();
-    let checkpoint = f.runs().join("killed/checkpoints/last");
-    let deadline = std::time::Instant::now() + LIMIT;
-    while !checkpoint.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let mut children = children.into_iter();
     let (rank0, mut rank1) = (children.next().unwrap(), children.next().unwrap());
-    rank1.kill().unwrap();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while rank1.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "rank 1 was never killed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let killed_at = std::time::Instant::now();
     let outputs = wait_all(vec![rank0, rank1], Duration::from_secs(60));
     let message = text(&outputs[0]);
@@ -223,6 +224,52 @@ fn a_killed_rank_is_named_and_the_run_resumes() {
     let run = f.runs().join("killed");
     let resumed = f.run("killed", &["--resume", run.to_str().unwrap(), "--set", "train.epochs=2"]);
     assert!(resumed.status.success(), "{}", text(&resumed));
+}
+
+/// Rank code for the agreement test: steps 1 to 40 with no collective between them, so nothing but the
+/// agreement keeps the hosts together; rank 0 asks to stop at step 10 and is late to its checks around it.
+fn stop_agreement_rank(out: &Path) {
+    let launch = Launch::from_env().unwrap().unwrap();
+    let options = asl::distributed::GroupOptions {
+        backend: asl::distributed::Backend::Gloo,
+        device: Device::Cpu,
+        timeout: Duration::from_secs(60),
+        heartbeat_timeout: Duration::from_secs(30),
+        stall_timeout: Duration::from_secs(60),
+        on_lost_rank: None,
+    };
+    let group = asl::distributed::ProcessGroup::join(&launch, &options).unwrap();
+    let mut stopped_after = None;
+    for step in 1..=40u64 {
+        if launch.rank == 0 && (8..=12).contains(&step) {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let requested = launch.rank == 0 && step >= 10;
+        if group.agree_stop(step, requested).unwrap() {
+            stopped_after = Some(step);
+            break;
+        }
+    }
+    std::fs::write(out.join(format!("rank{}", launch.rank)), format!("{stopped_after:?}")).unwrap();
+}
+
+#[test]
+fn ranks_agree_on_the_stop_step_however_far_one_host_runs_ahead() {
+    if let Ok(out) = std::env::var("ASL_STOP_OUT") {
+        return stop_agreement_rank(Path::new(&out));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let outputs = run_ranks(2, LIMIT, |_| {
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.args(["ranks_agree_on_the_stop_step_however_far_one_host_runs_ahead", "--exact", "--nocapture"]);
+        c.env("ASL_STOP_OUT", dir.path());
+        c
+    });
+    assert_all_succeeded(&outputs);
+    for rank in 0..2 {
+        let stopped = std::fs::read_to_string(dir.path().join(format!("rank{rank}"))).unwrap();
+        assert_eq!(stopped, "Some(11)", "rank {rank}: a request at step 10 stops every rank after step 11");
+    }
 }
 
 #[test]

@@ -130,8 +130,17 @@ struct FakeHub {
 
 impl FakeHub {
     fn serve(repo: &str, revision: &str, file: &Path, log: &Path) -> Self {
+        Self::serve_at(repo, revision, file, log, None)
+    }
+
+    /// As `serve`, sending bodies at `bytes_per_second` when given.
+    fn serve_at(repo: &str, revision: &str, file: &Path, log: &Path, bytes_per_second: Option<u64>) -> Self {
         use std::io::BufRead;
-        let mut child = Command::new(common::python::python())
+        let mut command = Command::new(common::python::python());
+        if let Some(rate) = bytes_per_second {
+            command.env("FAKE_HUB_BYTES_PER_SECOND", rate.to_string());
+        }
+        let mut child = command
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .args(["tests/support/fake_hub.py", repo, revision])
             .arg(file)
@@ -332,4 +341,56 @@ fn a_checkpoint_that_runs_code_when_unpickled_is_refused_and_runs_nothing() {
     let trusted = hub.asl().args(args).arg(&weights).args(["--trust-pickle", "--out"]).arg(&exported).output().unwrap();
     assert!(trusted.status.success(), "{}", text(&trusted));
     assert!(marker.exists());
+}
+
+/// Files under `dir` whose names end with `suffix`.
+fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_ending(&path, suffix));
+        } else if path.to_string_lossy().ends_with(suffix) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn sigusr1_during_a_hub_download_ends_the_run_within_10_s_with_75_and_no_partial_file() {
+    let hub = Hub::new();
+    let source = hub.add("test_resnet.r160_in1k", 5);
+    let served = hub.dir.path().join("served/model.safetensors");
+    std::fs::create_dir_all(served.parent().unwrap()).unwrap();
+    std::fs::copy(&source, &served).unwrap();
+    std::fs::remove_dir_all(hub.cache()).unwrap();
+    let log = hub.dir.path().join("hub.log");
+    // 20 kB/s: the download of the 1.8 MB file would take a minute and a half.
+    let revision = "89abcdef0123456789abcdef0123456789abcdef";
+    let server = FakeHub::serve_at("timm/test_resnet.r160_in1k", revision, &served, &log, Some(20_000));
+    let mut train = hub.train("stopped", "hf-hub:timm/test_resnet.r160_in1k", &[]);
+    train.env("HF_ENDPOINT", &server.endpoint).stdout(std::process::Stdio::piped());
+    let mut child = train.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // The download is under way once its partial blob is in the cache.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while files_ending(&hub.cache(), ".incomplete").is_empty() {
+        assert!(Instant::now() < deadline, "the download never started: {}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signals the run this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) }, 0);
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(10), "still running 10 s after the signal");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(75), "{}", text(&output));
+    assert!(text(&output).contains("stopped on request during set-up (the model export)"), "{}", text(&output));
+    assert_eq!(files_ending(&hub.cache(), ".incomplete"), Vec::<PathBuf>::new(), "the partial download is removed");
+    assert!(!hub.dir.path().join("runs/stopped").exists(), "the new run's directory is removed");
 }

@@ -151,7 +151,6 @@ fn tresnet_m_with_ml_decoder_finetunes_on_coco_mini() {
         "data.image_size=224",
         "data.batch_size=8",
         "data.val_batch_size=16",
-        "data.threads=2",
         "train.max_steps_per_epoch=12",
         "train.epochs=2",
         "schedule.scheduled_epochs=2",

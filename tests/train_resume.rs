@@ -4,6 +4,7 @@
 
 mod common;
 
+use asl::data::sources::{write_synthetic, SynthConfig};
 use common::training::{state, text, Fixture};
 use std::os::unix::fs::MetadataExt;
 use std::process::Stdio;
@@ -44,23 +45,45 @@ fn resume_follows_moved_data_and_refuses_another_config() {
 }
 
 #[test]
-fn a_mid_epoch_resume_refuses_a_new_batch_layout_naming_the_key() {
+fn a_mid_epoch_resume_refuses_a_new_batch_layout_or_new_data_naming_what_changed() {
     let f = Fixture::new();
-    assert!(f.run("mid", &["--set", "train.epochs=1", "--set", "schedule.scheduled_epochs=3"]).status.success());
-    // Make the checkpoint look as Ctrl-C leaves it: two batches into epoch 2.
-    let state_file = f.runs().join("mid/checkpoints/last/state.json");
-    let json = std::fs::read_to_string(&state_file).unwrap().replace("\"batch_in_epoch\": 0", "\"batch_in_epoch\": 2");
-    std::fs::write(&state_file, json).unwrap();
+    // 96 images in batches of 16: 6 steps an epoch. Ctrl-C at step 8 stops after it, two batches into epoch 2.
+    let stopped = f
+        .command("mid", &["--set", "train.epochs=3", "--set", "schedule.scheduled_epochs=3"])
+        .env("ASL_FAULT", "SIGINT@step=8")
+        .output()
+        .unwrap();
+    assert_eq!(stopped.status.code(), Some(75), "{}", text(&stopped));
     let run = f.runs().join("mid");
+    let checkpoint = run.join("checkpoints/last");
+    assert_eq!((state(&run).epoch, state(&run).batch_in_epoch), (1, 2));
     for key in ["data.batch_size=8", "train.grad_accumulation=2", "train.max_steps_per_epoch=3"] {
-        let refused = f.run("mid", &["--resume", run.to_str().unwrap(), "--set", "train.epochs=2", "--set", key]);
+        let refused = f.run("mid", &["--resume", run.to_str().unwrap(), "--set", key]);
         let message = text(&refused);
         let name = key.split('=').next().unwrap();
         assert!(!refused.status.success() && message.contains(&format!("cannot change {name} from")), "{message}");
+        assert!(message.contains(&format!("resuming checkpoint {}", checkpoint.display())), "{message}");
         assert!(message.contains("in the middle of epoch 2 (after batch 2)"), "{message}");
     }
-    let resumed = f.run("mid", &["--resume", run.to_str().unwrap(), "--set", "train.epochs=2"]);
+    // The same images under another list, and fewer images: both would re-lay the rest of the epoch.
+    let moved = f.dir.path().join("other-data");
+    let fewer = SynthConfig { train_images: 90, val_images: 32, image_size: 32, classes: 12, ..Default::default() };
+    write_synthetic(&moved, &fewer).unwrap();
+    let refused = f.run("mid", &["--resume", run.to_str().unwrap(), "--data", moved.to_str().unwrap()]);
+    let message = text(&refused);
+    assert!(!refused.status.success(), "{message}");
+    assert!(
+        message.contains(&format!("the training data changed since checkpoint {}", checkpoint.display()))
+            && message.contains("in the middle of epoch 2 (after batch 2): 96 samples there, 90 here"),
+        "{message}"
+    );
+    let resumed = f.run("mid", &["--resume", run.to_str().unwrap()]);
     assert!(resumed.status.success(), "{}", text(&resumed));
+    // At the end of an epoch new data is only noted: the next epoch is laid out afresh.
+    let again = f
+        .run("mid", &["--resume", run.to_str().unwrap(), "--data", moved.to_str().unwrap(), "--set", "train.epochs=3"]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(text(&again).contains("the training data changed since checkpoint"), "{}", text(&again));
 }
 
 #[test]

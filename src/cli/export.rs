@@ -1,5 +1,6 @@
-//! `asl export`: `models/export.py` run by the project's python, so that
-//! converting a checkpoint never needs a venv path. The flags are the
+//! `asl export`: the built-in `models/export.py` run by the project's
+//! python, so that converting a checkpoint needs neither a venv path nor
+//! the checkout. The flags are the
 //! script's own, passed through untouched (`asl export --help` shows them).
 
 use anyhow::{bail, Context, Result};
@@ -18,7 +19,7 @@ pub struct ExportArgs {
 }
 
 pub fn run(args: &ExportArgs) -> Result<()> {
-    let script = export_script()?;
+    let (_scripts, script) = export_script()?;
     let python = python();
     let status = Command::new(&python)
         .arg(&script)
@@ -28,7 +29,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         .with_context(|| format!("cannot run {}", python.display()))?;
     if !status.success() {
         // The script has printed its own error.
-        bail!("{} {} exited with {status}", python.display(), script.display());
+        bail!("{} models/export.py exited with {status}", python.display());
     }
     Ok(())
 }

@@ -122,11 +122,14 @@ fn collect_images(inputs: &[PathBuf]) -> Result<Vec<Sample>> {
     let mut paths = Vec::new();
     for input in inputs {
         if input.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
-                .with_context(|| format!("cannot list {}", input.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e)))
-                .collect();
+            let listing = std::fs::read_dir(input).with_context(|| format!("cannot list {}", input.display()))?;
+            let mut found: Vec<PathBuf> = Vec::new();
+            for entry in listing {
+                let path = entry.with_context(|| format!("cannot list {}", input.display()))?.path();
+                if path.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e)) {
+                    found.push(path);
+                }
+            }
             found.sort();
             paths.extend(found);
         } else if input.extension().is_some_and(|e| e == "txt" || e == "lst") {

@@ -125,10 +125,11 @@ fn guess_source(path: &Path) -> Result<SourceKind> {
         return Ok(SourceKind::List);
     }
     let has = |name: &str| path.join(name).exists();
-    let names: Vec<String> = std::fs::read_dir(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
+    let mut names: Vec<String> = Vec::new();
+    for entry in std::fs::read_dir(path).with_context(|| format!("cannot read {}", path.display()))? {
+        let entry = entry.with_context(|| format!("cannot read {}", path.display()))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
     if has("annotations") {
         Ok(SourceKind::Coco)
     } else if has("JPEGImages") && has("Annotations") {

@@ -5,11 +5,12 @@ use super::console::{cell, Console};
 use super::signals::{stop_flag, STOPPED_ON_REQUEST};
 use anyhow::{bail, Context, Result};
 use asl::config::first_difference;
-use asl::distributed::{Launch, LostRank, LostRankHandler};
+use asl::distributed::{restart_count, Launch, LostRank, LostRankHandler};
 use asl::monitor::TensorBoard;
 use asl::train::checkpoint::{read_checkpoint, resolve_checkpoint, run_dir_of, EpochRecord};
-use asl::train::{prepare, Observer, Outcome, RunOptions, TrainConfig};
+use asl::train::{prepare, FaultPlan, Observer, Outcome, RunOptions, TrainConfig, TrainError};
 use clap::Args;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -32,8 +33,8 @@ pub struct TrainArgs {
     resume: Option<PathBuf>,
     /// With --config: continue runs/<name> from its last checkpoint when it has one (refused when its saved
     /// config differs, naming the first key that does), else start it. The same command line then serves a
-    /// first start, a requeued Slurm job and a torchrun restart; restarts by torchrun (--max-restarts) do
-    /// this without the flag.
+    /// first start, a requeued Slurm job and a torchrun restart; restarts by torchrun (--max-restarts,
+    /// TORCHELASTIC_RESTART_COUNT) and requeued Slurm jobs (SLURM_RESTART_COUNT) do this without the flag.
     #[arg(long)]
     auto_resume: bool,
     /// Where new run directories are created (runs/<name>).
@@ -52,7 +53,8 @@ pub struct TrainArgs {
 
 pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     let launch = Launch::from_env()?;
-    let (config, resume) = resolve_config(args, launch.as_ref())?;
+    let restarts = restart_count(|name| std::env::var(name).ok())?;
+    let (config, resume) = resolve_config(args, restarts > 0)?;
     if args.print_config {
         print!("{}", config.to_annotated_yaml());
         return Ok(ExitCode::SUCCESS);
@@ -75,8 +77,17 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         launch,
         progress: !args.no_progress,
         on_lost_rank: Some(exit_on_lost_rank()),
+        faults: faults(restarts)?,
     };
-    let mut trainer = prepare(config, options, &mut observers)?;
+    let mut trainer = match prepare(config, options, &mut observers) {
+        Err(error @ TrainError::Stopped { .. }) => {
+            if main {
+                println!("{error}");
+            }
+            return Ok(ExitCode::from(STOPPED_ON_REQUEST));
+        }
+        other => other?,
+    };
     if main {
         let tensorboard = TensorBoard::new(&run_dir.join("tensorboard"), |message| eprintln!("warning: {message}"))?;
         observers.push(Box::new(tensorboard));
@@ -105,17 +116,33 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     }
 }
 
-/// A peer that stopped beating while this rank waited on it: the library
-/// has aborted the process group; name the rank and end the process, as
-/// nothing else would free a rank blocked in a Gloo collective.
+/// A peer lost or stalled while this rank waited on it (or the store, or
+/// this rank's own heartbeat): the library has aborted the process group;
+/// name what happened and end the process, as nothing else would free a
+/// rank blocked in a Gloo collective. `_exit`, once the message is out: the
+/// handler runs on the watcher's thread while libtorch's threads are live,
+/// so no exit handlers or destructors may run.
 fn exit_on_lost_rank() -> LostRankHandler {
     LostRankHandler(Arc::new(|lost: &LostRank| {
-        eprintln!("rank {}: error: {lost}", lost.rank);
-        std::process::exit(1);
+        let _ = writeln!(std::io::stderr(), "rank {}: error: {lost}", lost.rank);
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        // SAFETY: ends the process at once, which is the point; nothing of it is used afterwards.
+        unsafe { libc::_exit(1) }
     }))
 }
 
-fn resolve_config(args: &TrainArgs, launch: Option<&Launch>) -> Result<(TrainConfig, Option<PathBuf>)> {
+/// The faults `ASL_FAULT` asks for (tests of preemption and restarts);
+/// none in a restarted attempt, so that a fault that ended the first
+/// attempt does not end the restart.
+fn faults(restarts: u32) -> Result<FaultPlan> {
+    match std::env::var("ASL_FAULT") {
+        Ok(spec) if restarts == 0 => FaultPlan::parse(&spec).map_err(anyhow::Error::msg),
+        _ => Ok(FaultPlan::default()),
+    }
+}
+
+fn resolve_config(args: &TrainArgs, restarted: bool) -> Result<(TrainConfig, Option<PathBuf>)> {
     let mut overrides = args.overrides.clone();
     if args.strict {
         overrides.push("data.strict=true".into());
@@ -126,7 +153,6 @@ fn resolve_config(args: &TrainArgs, launch: Option<&Launch>) -> Result<(TrainCon
     let Some(resume) = &args.resume else {
         let path = args.config.as_ref().context("--config is required without --resume")?;
         let config = TrainConfig::load(path, &overrides)?;
-        let restarted = launch.is_some_and(|l| l.attempt > 0);
         if args.auto_resume || restarted {
             let last = auto_resume(&config, &args.runs.join(&config.name))?;
             return Ok((config, last));

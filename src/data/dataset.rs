@@ -123,6 +123,14 @@ impl Dataset {
         &self.labels
     }
 
+    /// Every image's own part of its path (under the root), in order: what
+    /// says whether two loads list the same images, wherever the data was
+    /// moved to.
+    pub fn listed_names(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.name_ends.iter().map(|&e| e as usize));
+        starts.zip(self.name_ends.iter()).map(|(start, &end)| &self.names[start..end as usize])
+    }
+
     /// Image `index` with its listed labels.
     pub fn sample(&self, index: usize) -> Sample {
         let mut sample = Sample { path: self.path(index), ..Sample::default() };

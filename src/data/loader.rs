@@ -11,6 +11,7 @@ use super::sources::ShardSet;
 use super::split::SplitData;
 use super::stream::{EpochStream, StreamItem, StreamLayout, StreamPosition};
 use super::transform::{decode_rgb_from, decode_rgb_into, resize_into, AugmentConfig, DecodeBuffers, Resizer, RgbView};
+use crate::distributed::EpochShare;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -42,9 +43,10 @@ pub struct LoaderConfig {
     pub shuffle_buffer: usize,
 }
 
-/// Rank `rank` of `world` reads its share of each epoch's order
-/// (`asl::distributed::shard`): with `pad`, every rank gets as many
-/// samples (training); without, the shares cover the split exactly once.
+/// Rank `rank` of `world` reads its share of each epoch
+/// ([`EpochShare`](crate::distributed::EpochShare)): with `pad`, every rank
+/// gets as many samples (training); without, the shares cover the split
+/// exactly once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shard {
     pub rank: usize,
@@ -128,27 +130,32 @@ impl Loader {
 
     /// The sample order of `epoch` for image files: a seeded shuffle, or
     /// dataset order. With a shard, this process's share of it: the same
-    /// shuffle on every rank, then `asl::distributed::shard`'s rule.
+    /// shuffle on every rank, then its strided positions.
     pub fn order(&self, epoch: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.data.len()).collect();
         if self.config.shuffle {
             order.shuffle(&mut sample_rng(Stream::Shuffle, self.config.seed, epoch, 0));
         }
         match self.config.shard {
-            Some(Shard { rank, world, pad }) => crate::distributed::shard(&order, rank, world, pad),
+            Some(_) => self.share().strided().map(|p| order[p as usize]).collect(),
             None => order,
         }
     }
 
-    /// Samples this process reads per epoch: the same count for image
-    /// files and for shards (`asl::data::stream` lays them out).
-    pub fn samples_per_epoch(&self) -> usize {
-        let n = self.data.len();
+    /// This process's share of each epoch: the one rule for image files,
+    /// for shards (`asl::data::stream` lays them out by it) and for resumed
+    /// positions.
+    pub fn share(&self) -> EpochShare {
+        let total = self.data.len() as u64;
         match self.config.shard {
-            Some(Shard { rank, world, pad: true }) if world > 0 && rank < world => n.div_ceil(world),
-            Some(Shard { rank, world, pad: false }) if world > 0 && rank < world => (n + world - 1 - rank) / world,
-            _ => n,
+            Some(Shard { rank, world, pad }) => EpochShare::new(total, rank, world, pad),
+            None => EpochShare::alone(total),
         }
+    }
+
+    /// Samples this process reads per epoch.
+    pub fn samples_per_epoch(&self) -> usize {
+        self.share().len() as usize
     }
 
     /// How this process streams shards.

@@ -23,4 +23,4 @@ pub(crate) use loader::panic_message;
 pub use loader::{EpochIter, Loader, LoaderConfig, Shard};
 pub use normalize::Normalization;
 pub use rng::{sample_rng, Stream};
-pub use split::SplitData;
+pub use split::{SplitData, SplitFingerprint};

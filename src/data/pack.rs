@@ -91,10 +91,15 @@ pub fn write_index(out: &Path, class_names: &[String], manifest: &Manifest) -> R
 /// Shards of a split already in `out` would be mixed with the new ones.
 fn refuse_existing_shards(out: &Path, split: &str) -> Result<()> {
     let prefix = format!("{split}-");
-    let existing = std::fs::read_dir(out).map_err(io_error(out))?.filter_map(|e| e.ok()).find(|e| {
-        let name = e.file_name().to_string_lossy().into_owned();
-        name.starts_with(&prefix) && name.ends_with(".tar")
-    });
+    let mut existing = None;
+    for entry in std::fs::read_dir(out).map_err(io_error(out))? {
+        let entry = entry.map_err(io_error(out))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) && name.ends_with(".tar") {
+            existing = Some(entry);
+            break;
+        }
+    }
     match existing {
         Some(entry) => Err(DataError::Option {
             name: "--out",
@@ -108,13 +113,14 @@ fn refuse_existing_shards(out: &Path, split: &str) -> Result<()> {
     }
 }
 
-/// Each sample's key: its image's file stem, dots made underscores; keys must be unique in a split.
+/// Each sample's key: its image's file stem, made a plain member name
+/// ([`member_key`]); keys must be unique in a split.
 fn sample_keys(dataset: &Dataset) -> Result<Vec<String>> {
     let mut seen: HashMap<String, usize> = HashMap::with_capacity(dataset.len());
     (0..dataset.len())
         .map(|index| {
             let path = dataset.path(index);
-            let key = path.file_stem().map(|s| s.to_string_lossy().replace('.', "_")).unwrap_or_default();
+            let key = member_key(&path)?;
             if let Some(first) = seen.insert(key.clone(), index) {
                 return Err(DataError::Option {
                     name: "--data",
@@ -128,6 +134,24 @@ fn sample_keys(dataset: &Dataset) -> Result<Vec<String>> {
             Ok(key)
         })
         .collect()
+}
+
+/// The key of the image at `path`: its file stem with every character that
+/// would not stay inside one tar member name replaced by `_`. A dot (a
+/// WebDataset key ends at the first one), a path separator (`/`, or `\`
+/// for readers on Windows) and control characters cannot reach a shard, so
+/// no member is written outside its sample or as a path to elsewhere.
+fn member_key(path: &Path) -> Result<String> {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let key: String =
+        stem.chars().map(|c| if c == '.' || c == '/' || c == '\\' || c.is_control() { '_' } else { c }).collect();
+    match key.is_empty() {
+        true => Err(DataError::Option {
+            name: "--data",
+            message: format!("{} has no file name to make a sample key of", path.display()),
+        }),
+        false => Ok(key),
+    }
 }
 
 /// Sample `index`'s image member: its extension and bytes.
@@ -310,4 +334,24 @@ fn hash_file(path: &Path, on_bytes: &mut dyn FnMut(u64)) -> std::io::Result<(u64
 /// A digest as lowercase hex, as `sha256sum` prints it.
 fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_keys_stay_one_plain_name() {
+        let key = |p: &str| member_key(Path::new(p)).unwrap();
+        assert_eq!(key("/data/train/000123.jpg"), "000123");
+        assert_eq!(key("/data/a.b.c.jpg"), "a_b_c");
+        assert_eq!(key("/data/..hidden.png"), "__hidden");
+        assert_eq!(key("/data/back\\slash\nnewline.jpg"), "back_slash_newline");
+        for name in ["/data/a.b.c.jpg", "/data/back\\slash.jpg", "/data/..x.png"] {
+            let member = format!("{}.jpg", key(name));
+            let (found, _) = crate::data::sources::split_member_name(&member);
+            assert!(!found.contains(['/', '\\', '.']), "{name} → {found}");
+        }
+        assert!(member_key(Path::new("/")).unwrap_err().to_string().contains("no file name"));
+    }
 }

@@ -21,10 +21,11 @@
 use super::error::{DataError, Result};
 use super::rng::{sample_rng, Stream};
 use super::sources::{read_samples, RawSample, ShardSet};
+use crate::distributed::EpochShare;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
 /// Samples each reader thread keeps ready for the merge.
@@ -40,31 +41,23 @@ pub struct Segment {
     pub position: u64,
 }
 
-/// Which samples rank `rank` reads, as one list of segments per reader.
-pub fn plan(counts: &[u64], order: &[u32], rank: usize, world: usize, readers: usize, pad: bool) -> Vec<Vec<Segment>> {
+/// Which samples a rank reads, as one list of segments per reader: its
+/// share's stretch of the stream (`EpochShare`, the rule image files
+/// follow too), split among `readers` the same way without padding.
+pub fn plan(counts: &[u64], order: &[u32], share: EpochShare, readers: usize) -> Vec<Vec<Segment>> {
     let total: u64 = counts.iter().sum();
-    let (world, readers) = (world.max(1) as u64, readers.max(1) as u64);
-    let (start, len) = if pad {
-        let each = total.div_ceil(world);
-        (rank as u64 * each, each)
-    } else {
-        balanced(total, world, rank as u64)
-    };
+    debug_assert_eq!(total, share.total, "the share is of these shards");
+    let (start, len) = share.stretch();
+    let readers = readers.max(1);
     (0..readers)
         .map(|reader| {
-            let (offset, count) = balanced(len, readers, reader);
+            let (offset, count) = EpochShare::new(len, reader, readers, false).stretch();
             if total == 0 {
                 return Vec::new();
             }
             segments(counts, order, start + offset, count, total)
         })
         .collect()
-}
-
-/// Part `part` of `len` split into `parts` contiguous pieces, the longer ones first: (start, length).
-fn balanced(len: u64, parts: u64, part: u64) -> (u64, u64) {
-    let (base, extra) = (len / parts, len % parts);
-    (part * base + part.min(extra), base + u64::from(part < extra))
 }
 
 /// The segments covering positions `[start, start + count)` of the stream of
@@ -158,7 +151,8 @@ impl StreamLayout {
 
     pub fn plan(&self, set: &ShardSet, epoch: u64) -> Vec<Vec<Segment>> {
         let counts: Vec<u64> = set.shards.iter().map(|s| s.samples).collect();
-        plan(&counts, &self.shard_order(counts.len(), epoch), self.rank, self.world, self.readers, self.pad)
+        let share = EpochShare::new(counts.iter().sum(), self.rank, self.world, self.pad);
+        plan(&counts, &self.shard_order(counts.len(), epoch), share, self.readers)
     }
 }
 
@@ -293,17 +287,24 @@ fn reread(set: &ShardSet, buffered: &[BufferedSample]) -> Vec<(StreamItem, Optio
         let Some(offset) = wanted.offset else {
             return Err("it could not be read before the run was resumed".to_string());
         };
-        let mut found = None;
-        let outcome = read_samples(&set.shards[wanted.shard as usize].path, offset, 0, 1, &mut |sample| {
-            found = Some(sample);
-            false
-        });
-        match (found, outcome) {
-            (Some(sample), _) => Ok(sample),
-            (None, Err(failure)) => {
-                Err(format!("cannot read it again at byte {}: {}", failure.offset, failure.message))
+        let path = &set.shards[wanted.shard as usize].path;
+        let mut attempt = 1;
+        loop {
+            let mut found = None;
+            let outcome = read_samples(path, offset, 0, 1, &mut |sample| {
+                found = Some(sample);
+                false
+            });
+            let reason = match (found, outcome) {
+                (Some(sample), _) => return Ok(sample),
+                (None, Err(failure)) => format!("at byte {}: {}", failure.offset, failure.message),
+                (None, Ok(())) => format!("no sample at byte {offset}"),
+            };
+            if attempt == READ_ATTEMPTS {
+                return Err(format!("cannot read it again from {} {reason} (read {attempt} times)", path.display()));
             }
-            (None, Ok(())) => Err(format!("no sample at byte {offset}")),
+            std::thread::sleep(std::time::Duration::from_millis(50 << attempt));
+            attempt += 1;
         }
     };
     buffered
@@ -316,9 +317,14 @@ fn reread(set: &ShardSet, buffered: &[BufferedSample]) -> Vec<(StreamItem, Optio
         .collect()
 }
 
-/// A thread reading `segments` from `from` into a bounded channel. A
-/// shard that ends early (truncated, corrupt) yields one failed item for
-/// each sample it still owed, so that the epoch keeps its length.
+/// Attempts at reading a stretch of a shard before the samples it still
+/// owes are given up: a network file system's passing failure is retried.
+const READ_ATTEMPTS: u32 = 4;
+
+/// A thread reading `segments` from `from` into a bounded channel. A read
+/// that fails or ends early is retried three times from the sample it
+/// stopped at; a shard still damaged (truncated, corrupt) then yields one
+/// failed item for each sample it owed, so that the epoch keeps its length.
 fn spawn_reader(
     set: Arc<ShardSet>,
     segments: Vec<Segment>,
@@ -331,51 +337,13 @@ fn spawn_reader(
         .spawn(move || {
             for (number, segment) in segments.iter().enumerate().skip(from.segment) {
                 let resumed = number == from.segment && from.done > 0;
-                let (offset, skip, done) = match (resumed, from.offset) {
-                    (true, Some(offset)) => (offset, 0, from.done),
-                    (true, None) => (0, segment.first + from.done, from.done),
-                    (false, _) => (0, segment.first, 0),
+                let start = match (resumed, from.offset) {
+                    (true, Some(offset)) => ReadFrom { offset, skip: 0, done: from.done },
+                    (true, None) => ReadFrom { offset: 0, skip: segment.first + from.done, done: from.done },
+                    (false, _) => ReadFrom { offset: 0, skip: segment.first, done: 0 },
                 };
-                let path = &set.shards[segment.shard as usize].path;
-                let mut sent = done;
-                let mut alive = true;
-                let outcome = read_samples(path, offset, skip, segment.count - done, &mut |sample| {
-                    let item = StreamItem {
-                        shard: segment.shard,
-                        position: segment.position + sent,
-                        key: sample.key.clone(),
-                        content: Ok(sample),
-                    };
-                    sent += 1;
-                    alive = sender.send(item).is_ok();
-                    alive
-                });
-                if !alive {
+                if !read_segment(&set, segment, start, &sender) {
                     return;
-                }
-                let reason = match outcome {
-                    Err(failure) => format!(
-                        "the shard is damaged at byte {}{}: {}",
-                        failure.offset,
-                        failure.after_key.map(|k| format!(" after sample {k}")).unwrap_or_default(),
-                        failure.message
-                    ),
-                    Ok(()) => format!(
-                        "the shard ends after {sent} of the {} samples counted for it",
-                        segment.first + segment.count
-                    ),
-                };
-                while sent < segment.count {
-                    let item = StreamItem {
-                        shard: segment.shard,
-                        position: segment.position + sent,
-                        key: String::new(),
-                        content: Err(format!("sample {} lost: {reason}", segment.first + sent + 1)),
-                    };
-                    sent += 1;
-                    if sender.send(item).is_err() {
-                        return;
-                    }
                 }
             }
         })
@@ -384,6 +352,89 @@ fn spawn_reader(
             message: format!("cannot start a reader thread: {e}"),
         })?;
     Ok(receiver)
+}
+
+/// Where a read of a segment starts: byte `offset` of the shard, after
+/// skipping `skip` samples by their headers, `done` of the segment's
+/// samples already behind it.
+#[derive(Debug, Clone, Copy)]
+struct ReadFrom {
+    offset: u64,
+    skip: u64,
+    done: u64,
+}
+
+/// Sends every sample of `segment` from `from` on; false once the
+/// receiver is gone.
+fn read_segment(set: &ShardSet, segment: &Segment, mut from: ReadFrom, sender: &SyncSender<StreamItem>) -> bool {
+    let path = &set.shards[segment.shard as usize].path;
+    let mut attempt = 0;
+    // The last sample sent, across attempts: a retry starts after it, so its own failure cannot name it.
+    let mut last_sent: Option<String> = None;
+    let reason = loop {
+        let mut alive = true;
+        let mut next = from;
+        let outcome = read_samples(path, from.offset, from.skip, segment.count - from.done, &mut |sample| {
+            next = ReadFrom { offset: sample.end, skip: 0, done: next.done + 1 };
+            last_sent = Some(sample.key.clone());
+            let item = StreamItem {
+                shard: segment.shard,
+                position: segment.position + next.done - 1,
+                key: sample.key.clone(),
+                content: Ok(sample),
+            };
+            alive = sender.send(item).is_ok();
+            alive
+        });
+        if !alive {
+            return false;
+        }
+        // Progress since the last failure earns the read its attempts back.
+        if next.done > from.done {
+            attempt = 0;
+        }
+        from = next;
+        if from.done == segment.count {
+            return true;
+        }
+        attempt += 1;
+        let reason = match outcome {
+            Err(failure) => format!(
+                "{} is damaged at byte {}{}: {}",
+                path.display(),
+                failure.offset,
+                failure
+                    .after_key
+                    .or_else(|| last_sent.clone())
+                    .map(|k| format!(" after sample {k}"))
+                    .unwrap_or_default(),
+                failure.message
+            ),
+            Ok(()) => format!(
+                "{} ends at byte {} after {} of the {} samples counted for it",
+                path.display(),
+                from.offset,
+                segment.first + from.done,
+                segment.first + segment.count
+            ),
+        };
+        if attempt >= READ_ATTEMPTS {
+            break format!("{reason} (read {READ_ATTEMPTS} times)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50 << attempt));
+    };
+    for done in from.done..segment.count {
+        let item = StreamItem {
+            shard: segment.shard,
+            position: segment.position + done,
+            key: String::new(),
+            content: Err(format!("sample {} lost: {reason}", segment.first + done + 1)),
+        };
+        if sender.send(item).is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -400,7 +451,8 @@ mod tests {
                 let mut seen: Vec<(u32, u64)> = Vec::new();
                 let mut lengths = Vec::new();
                 for rank in 0..world {
-                    let plan = plan(&counts, &order, rank, world, readers, false);
+                    let share = EpochShare::new(counts.iter().sum(), rank, world, false);
+                    let plan = plan(&counts, &order, share, readers);
                     lengths.push(plan.iter().flatten().map(|s| s.count).sum::<u64>());
                     for s in plan.iter().flatten() {
                         seen.extend((s.first..s.first + s.count).map(|i| (s.shard, i)));
@@ -420,7 +472,7 @@ mod tests {
     fn padding_repeats_the_first_samples_of_the_epoch_as_distributed_sampler_does() {
         let (counts, order) = ([4, 3], [1, 0]);
         let positions = |rank| {
-            plan(&counts, &order, rank, 3, 2, true)
+            plan(&counts, &order, EpochShare::new(7, rank, 3, true), 2)
                 .iter()
                 .flatten()
                 .flat_map(|s| (0..s.count).map(move |i| (s.shard, s.first + i, s.position + i)))

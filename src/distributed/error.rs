@@ -6,9 +6,9 @@ pub enum DistError {
     Variable { name: &'static str, value: String },
     #[error("cannot join the process group at {address} as rank {rank}: {message}")]
     Join { rank: usize, address: String, message: String },
-    #[error("{op} failed: {lost}{message}")]
+    #[error("{op} failed on rank {rank}: {lost}{message}")]
     Collective { rank: usize, op: &'static str, lost: String, message: String },
-    #[error("gradient reduction failed: {message}")]
+    #[error("gradient reduction failed on rank {rank}: {message}")]
     Reducer { rank: usize, message: String },
     #[error("the NCCL backend needs CUDA tensors, but the device is {0:?}; use distributed.backend: gloo on CPU")]
     NcclOnCpu(tch::Device),

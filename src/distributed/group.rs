@@ -1,10 +1,13 @@
 //! A c10d process group (Gloo or NCCL) and the collectives training uses,
-//! on tch tensors. A failed collective is reported with the ranks that
-//! stopped beating: a killed rank is named, not waited for.
+//! on tch tensors, with the stop agreement and small values shared through
+//! the rendezvous store. Every collective marks this rank as waiting on its
+//! peers, so the watcher names a peer that is lost or stalled meanwhile; a
+//! failed collective is reported with the ranks that stopped beating.
 
 use super::error::{DistError, Result};
 use super::launch::Launch;
-use super::watch::{InFlight, LostRankHandler, WatchSetup, Watcher};
+use super::liveness::Liveness;
+use super::watch::{InFlight, LostRankHandler, StoreAddress, WatchSetup, Watcher};
 use crate::native::{self as ffi, AslGroup};
 use std::ffi::CString;
 use std::sync::atomic::AtomicUsize;
@@ -35,6 +38,9 @@ pub struct GroupOptions {
     pub timeout: Duration,
     /// How long a peer's heartbeat may stay silent while this rank waits on it before it is taken as lost.
     pub heartbeat_timeout: Duration,
+    /// How long a peer may beat without its training moving, while this rank waits on it, before it is
+    /// named as stalled.
+    pub stall_timeout: Duration,
     /// Told after the group was aborted for a lost peer.
     pub on_lost_rank: Option<LostRankHandler>,
 }
@@ -45,9 +51,24 @@ pub struct ProcessGroup {
     world_size: usize,
     backend: Backend,
     in_flight: Arc<AtomicUsize>,
+    liveness: Arc<Liveness>,
+    store: StoreAddress,
     /// Joined on drop, before the group is freed.
     watcher: Option<Watcher>,
 }
+
+// SAFETY: c10d's process groups and stores may be used from any thread; a group is moved to the thread that
+// uses it (a set-up thread joins it and hands it over), never shared, and its watcher has its own handle.
+unsafe impl Send for ProcessGroup {}
+
+/// The group's pointer, used by the watcher thread only while the group lives (it is joined first).
+struct GroupPointer(*mut AslGroup);
+// SAFETY: the watcher only calls the group's abort, which is safe from another thread; the thread is
+// joined before the group is freed.
+unsafe impl Send for GroupPointer {}
+
+/// The longest value [`ProcessGroup::store_get`] reads.
+const STORE_VALUE_LIMIT: usize = 64 << 10;
 
 impl ProcessGroup {
     /// Joins the group `launch` describes: rendezvous through the TCPStore
@@ -86,16 +107,35 @@ impl ProcessGroup {
             return Err(join_error(ffi::last_error()));
         }
         let in_flight = Arc::new(AtomicUsize::new(0));
+        // SAFETY: the group is live; its heartbeat lives as long as it does.
+        let liveness = Arc::new(Liveness::borrowed(unsafe { ffi::asl_group_liveness(raw) }, launch.world_size));
+        let store = StoreAddress {
+            address,
+            host: if launch.agent_store {
+                format!("torchrun's agent on {}", launch.master_addr)
+            } else {
+                format!("rank 0, on {}", launch.master_addr)
+            },
+        };
         let watch = WatchSetup {
             rank: launch.rank,
             world: launch.world_size,
-            rank0_hosts_store: !launch.agent_store,
-            timeout: options.heartbeat_timeout,
+            heartbeat_timeout: options.heartbeat_timeout,
+            stall_timeout: options.stall_timeout,
+            store: store.clone(),
             in_flight: Arc::clone(&in_flight),
-            handler: options.on_lost_rank.clone(),
         };
-        let watcher = Some(Watcher::start(raw, watch));
-        Ok(Self { raw, rank: launch.rank, world_size: launch.world_size, backend, in_flight, watcher })
+        let (group, handler) = (GroupPointer(raw), options.on_lost_rank.clone());
+        let on_lost = Box::new(move |lost| {
+            let group = &group;
+            // SAFETY: the group outlives the watcher thread. A failed abort leaves the handler to end the wait.
+            let _ = unsafe { ffi::asl_group_abort(group.0) };
+            if let Some(handler) = &handler {
+                (handler.0)(&lost);
+            }
+        });
+        let watcher = Some(Watcher::start(Arc::clone(&liveness), watch, on_lost));
+        Ok(Self { raw, rank: launch.rank, world_size: launch.world_size, backend, in_flight, liveness, store, watcher })
     }
 
     /// Marks this rank as waiting on its peers until the guard drops: a
@@ -110,24 +150,52 @@ impl ProcessGroup {
         unsafe { ffi::asl_broadcast_bytes(self.raw) }.max(0) as u64
     }
 
-    /// Asks every rank to stop after optimizer step `step`, unless a rank
-    /// asked first; returns the step all ranks stop after.
-    pub fn propose_stop(&self, step: u64) -> Result<u64> {
-        let mut agreed = -1i64;
-        // SAFETY: the group is live; `agreed` is written on success.
-        let status = unsafe { ffi::asl_stop_propose(self.raw, step as i64, &mut agreed) };
-        self.check("the stop request", status)?;
-        Ok(agreed.max(0) as u64)
+    /// The main loop moved (a batch, a validation batch, a checkpoint
+    /// file), at optimizer step `step` (`None`: the same step as before):
+    /// what the peers' watchers read as progress.
+    pub fn record_progress(&self, step: Option<u64>) {
+        self.liveness.record_progress(step);
     }
 
-    /// The step every rank stops after, once any rank has asked (one store
-    /// round trip, no device work).
-    pub fn agreed_stop(&self) -> Result<Option<u64>> {
-        let mut agreed = -1i64;
-        // SAFETY: as for `propose_stop`.
-        let status = unsafe { ffi::asl_stop_agreed(self.raw, &mut agreed) };
-        self.check("the stop request", status)?;
-        Ok(u64::try_from(agreed).ok())
+    /// This rank's heartbeat.
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
+    }
+
+    /// Whether every rank stops after optimizer step `step`, given whether
+    /// this rank was asked to: a request at step k stops every rank after
+    /// step k + 1. Sound however far a host runs ahead of its device: a rank
+    /// cannot pass step k + 1 before every rank has checked step k (the
+    /// native layer, `asl_stop_agree`). Call it at every optimizer step,
+    /// with consecutive steps.
+    pub fn agree_stop(&self, step: u64, requested: bool) -> Result<bool> {
+        let _waiting = self.in_flight();
+        let mut stop = 0;
+        // SAFETY: the group is live; `stop` is written on success.
+        let status = unsafe { ffi::asl_stop_agree(self.raw, step as i64, i32::from(requested), &mut stop) };
+        self.check("the stop agreement", status)?;
+        Ok(stop != 0)
+    }
+
+    /// Shares `value` under `key` with the other ranks (through the store).
+    pub fn store_set(&self, key: &str, value: &[u8]) -> Result<()> {
+        let key = CString::new(key).expect("store keys have no NUL");
+        // SAFETY: both buffers outlive the call.
+        let status = unsafe { ffi::asl_store_set(self.raw, key.as_ptr(), value.as_ptr(), value.len()) };
+        self.check("a store write", status)
+    }
+
+    /// The value some rank set under `key`, waiting for it up to `distributed.timeout_s`.
+    pub fn store_get(&self, key: &str) -> Result<Vec<u8>> {
+        let _waiting = self.in_flight();
+        let name = CString::new(key).expect("store keys have no NUL");
+        let (mut value, mut length) = (vec![0u8; STORE_VALUE_LIMIT], 0);
+        // SAFETY: `value` holds `STORE_VALUE_LIMIT` bytes; `length` is written on success.
+        let status =
+            unsafe { ffi::asl_store_get(self.raw, name.as_ptr(), value.as_mut_ptr(), value.len(), &mut length) };
+        self.check("a store read", status)?;
+        value.truncate(length);
+        Ok(value)
     }
 
     pub fn rank(&self) -> usize {
@@ -164,6 +232,7 @@ impl ProcessGroup {
     /// They travel as one buffer, so they must share a dtype and a device
     /// (CPU under Gloo, CUDA under NCCL).
     pub fn allreduce_sum(&self, tensors: &[&Tensor]) -> Result<()> {
+        let _waiting = self.in_flight();
         let handles = ffi::handles(tensors.iter().copied());
         // SAFETY: the handles point to live tensors for the duration of the call.
         let status = unsafe { ffi::asl_allreduce_sum(self.raw, handles.as_ptr(), handles.len()) };
@@ -172,6 +241,7 @@ impl ProcessGroup {
 
     /// Every tensor becomes rank `root`'s, in place.
     pub fn broadcast(&self, tensors: &[&Tensor], root: usize) -> Result<()> {
+        let _waiting = self.in_flight();
         let handles = ffi::handles(tensors.iter().copied());
         // SAFETY: as for `allreduce_sum`.
         let status = unsafe { ffi::asl_broadcast(self.raw, handles.as_ptr(), handles.len(), root as i32) };
@@ -183,6 +253,7 @@ impl ProcessGroup {
     /// there, and is not touched elsewhere). The inputs must have the same
     /// shape on every rank.
     pub fn gather(&self, input: &Tensor, output: &Tensor, root: usize) -> Result<()> {
+        let _waiting = self.in_flight();
         // SAFETY: both handles point to live tensors for the duration of the call.
         let status = unsafe { ffi::asl_gather(self.raw, ffi::handle(input), ffi::handle(output), root as i32) };
         self.check("gather", status)
@@ -214,6 +285,7 @@ impl ProcessGroup {
 
     /// Returns when every rank has called it.
     pub fn barrier(&self) -> Result<()> {
+        let _waiting = self.in_flight();
         // SAFETY: the group is live.
         let status = unsafe { ffi::asl_barrier(self.raw) };
         self.check("barrier", status)
@@ -227,20 +299,27 @@ impl ProcessGroup {
     }
 
     /// The error of a failed collective (here, or inside backward's
-    /// gradient reduction), naming the ranks that stopped beating, or rank
-    /// 0 when the store it hosts is gone.
+    /// gradient reduction), naming the ranks whose beats stopped (read
+    /// twice, [`LOST_RANK_WAIT`] apart), or the store when it is gone.
     pub fn failure(&self, op: &'static str, message: String) -> DistError {
-        let mut lost = vec![0i32; self.world_size];
-        let wait = LOST_RANK_WAIT.as_millis() as i32;
-        // SAFETY: `lost` has one slot per rank.
-        let found = unsafe { ffi::asl_lost_ranks(self.raw, wait, lost.as_mut_ptr()) } == 0;
-        let lost: Vec<usize> = lost.iter().enumerate().filter(|(_, &l)| l != 0).map(|(r, _)| r).collect();
-        let lost = match (found, lost.as_slice()) {
-            (false, _) if self.rank != 0 => "lost rank 0 (the host of the rendezvous store no longer answers). ".into(),
-            (true, []) | (false, _) => String::new(),
-            (true, ranks) => {
-                let names: Vec<String> = ranks.iter().map(usize::to_string).collect();
-                format!("lost rank {} (its heartbeat stopped). ", names.join(", "))
+        let reading = || self.liveness.read(LOST_RANK_WAIT);
+        let lost = match reading().and_then(|before| {
+            std::thread::sleep(LOST_RANK_WAIT);
+            reading().map(|after| (before, after))
+        }) {
+            Err(error) => format!(
+                "the rendezvous store at {} (hosted by {}) no longer answers: {error}. ",
+                self.store.address, self.store.host
+            ),
+            Ok((before, after)) => {
+                let silent: Vec<String> = (0..self.world_size)
+                    .filter(|&r| r != self.rank && before[r].beats == after[r].beats)
+                    .map(|r| r.to_string())
+                    .collect();
+                match silent.as_slice() {
+                    [] => String::new(),
+                    ranks => format!("lost rank {} (its heartbeat stopped). ", ranks.join(", ")),
+                }
             }
         };
         DistError::Collective { rank: self.rank, op, lost, message }

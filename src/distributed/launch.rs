@@ -13,13 +13,33 @@ pub struct Launch {
     pub local_rank: usize,
     /// Processes on this node (for splitting the CPU cores among them).
     pub local_world_size: usize,
+    /// This process's node: torchrun's `GROUP_RANK` or Slurm's `SLURM_NODEID`,
+    /// so that any placement of ranks on nodes (cyclic, uneven) is right;
+    /// without either, `rank / local_world_size` (ranks numbered node by node).
+    pub node: usize,
     /// The rendezvous store's host and port.
     pub master_addr: String,
     pub master_port: u16,
     /// torchrun's agent already hosts the store there: every rank connects as a client.
     pub agent_store: bool,
-    /// torchrun's restart count: keys of an earlier attempt are not reused.
+    /// torchrun's or Slurm's restart count: keys of an earlier attempt are
+    /// not reused, and a restarted run continues from its last checkpoint.
     pub attempt: u32,
+}
+
+/// How many times the launcher has restarted this job: torchrun's
+/// `TORCHELASTIC_RESTART_COUNT` or Slurm's `SLURM_RESTART_COUNT` (a requeued
+/// job), 0 for a first start. Read for one process too, since a requeued
+/// one-task Slurm job is a plain run that must still continue.
+pub fn restart_count(var: impl Fn(&str) -> Option<String>) -> Result<u32> {
+    let mut count = 0;
+    for name in ["TORCHELASTIC_RESTART_COUNT", "SLURM_RESTART_COUNT"] {
+        if let Some(value) = var(name) {
+            let parsed = value.trim().parse::<u32>().map_err(|_| DistError::Variable { name, value })?;
+            count = count.max(parsed);
+        }
+    }
+    Ok(count)
 }
 
 impl Launch {
@@ -29,10 +49,11 @@ impl Launch {
     }
 
     /// From `var`: torchrun's `RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
-    /// `LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`; else Slurm's
-    /// `SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`,
-    /// `SLURM_NTASKS_PER_NODE` with `MASTER_ADDR` (and `MASTER_PORT`, 29500
-    /// by default) set by the job script. A Slurm job of one task is a plain run.
+    /// `LOCAL_WORLD_SIZE`, `GROUP_RANK`, `MASTER_ADDR`, `MASTER_PORT`; else
+    /// Slurm's `SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`,
+    /// `SLURM_NODEID`, `SLURM_NTASKS_PER_NODE` with `MASTER_ADDR` (and
+    /// `MASTER_PORT`, 29500 by default) set by the job script. A Slurm job of
+    /// one task is a plain run.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>> {
         let number = |name: &'static str| -> Result<Option<usize>> {
             var(name).map(|v| v.trim().parse::<usize>().map_err(|_| DistError::Variable { name, value: v })).transpose()
@@ -46,21 +67,24 @@ impl Launch {
                 None => default.ok_or(DistError::MissingVariable("MASTER_PORT")),
             }
         };
-        let (rank, world_size, local_rank, local_world_size, default_port) =
+        let (rank, world_size, local_rank, local_world_size, node, default_port) =
             match (number("RANK")?, number("WORLD_SIZE")?) {
                 (Some(rank), Some(world)) => {
                     let local = number("LOCAL_RANK")?.unwrap_or(rank);
-                    (rank, world, local, number("LOCAL_WORLD_SIZE")?.unwrap_or(world), None)
+                    let local_world = number("LOCAL_WORLD_SIZE")?.unwrap_or(world).max(1);
+                    let node = number("GROUP_RANK")?.unwrap_or(rank / local_world);
+                    (rank, world, local, local_world, node, None)
                 }
                 (Some(_), None) => return Err(DistError::MissingVariable("WORLD_SIZE")),
                 (None, Some(_)) => return Err(DistError::MissingVariable("RANK")),
                 (None, None) => match (number("SLURM_PROCID")?, number("SLURM_NTASKS")?) {
                     (Some(rank), Some(world)) if world > 1 => {
                         let local = number("SLURM_LOCALID")?.unwrap_or(0);
-                        let per_node = var("SLURM_NTASKS_PER_NODE")
-                            .and_then(|v| v.split('(').next().and_then(|n| n.trim().parse().ok()))
-                            .unwrap_or(1);
-                        (rank, world, local, per_node, Some(29500))
+                        let spec = var("SLURM_TASKS_PER_NODE").or_else(|| var("SLURM_NTASKS_PER_NODE"));
+                        let first_node = spec.as_deref().and_then(|s| tasks_on_node(s, 0)).unwrap_or(1);
+                        let node = number("SLURM_NODEID")?.unwrap_or(rank / first_node.max(1));
+                        let here = spec.as_deref().and_then(|s| tasks_on_node(s, node)).unwrap_or(first_node);
+                        (rank, world, local, here, node, Some(29500))
                     }
                     _ => return Ok(None),
                 },
@@ -73,10 +97,11 @@ impl Launch {
             world_size,
             local_rank,
             local_world_size: local_world_size.max(1),
+            node,
             master_addr: required("MASTER_ADDR")?,
             master_port: port(var("MASTER_PORT"), default_port)?,
             agent_store: var("TORCHELASTIC_USE_AGENT_STORE").as_deref() == Some("True"),
-            attempt: number("TORCHELASTIC_RESTART_COUNT")?.unwrap_or(0) as u32,
+            attempt: restart_count(&var)?,
         }))
     }
 
@@ -100,6 +125,21 @@ impl Launch {
         let online = usize::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).unwrap_or(1);
         loader_threads(allowed_cpus().unwrap_or(online), online, self.local_world_size)
     }
+}
+
+/// Tasks on node `node` by Slurm's compressed count, `2(x3),1` for three
+/// nodes of 2 tasks then one of 1 (uneven placements included).
+fn tasks_on_node(spec: &str, node: usize) -> Option<usize> {
+    let mut counts = Vec::new();
+    for part in spec.split(',') {
+        let (count, repeat) = match part.split_once("(x") {
+            Some((count, repeat)) => (count, repeat.trim_end_matches(')').trim().parse().ok()?),
+            None => (part, 1),
+        };
+        let count: usize = count.trim().parse().ok()?;
+        counts.extend(std::iter::repeat_n(count, repeat));
+    }
+    counts.get(node).copied()
 }
 
 /// How many CPUs this process's affinity mask allows.
@@ -168,12 +208,14 @@ mod tests {
             ("MASTER_PORT", "29400"),
             ("TORCHELASTIC_USE_AGENT_STORE", "True"),
             ("TORCHELASTIC_RESTART_COUNT", "2"),
+            ("GROUP_RANK", "1"),
         ];
         let expected = Launch {
             rank: 3,
             world_size: 8,
             local_rank: 1,
             local_world_size: 2,
+            node: 1,
             master_addr: "node0".into(),
             master_port: 29400,
             agent_store: true,
@@ -194,6 +236,47 @@ mod tests {
         let got = launch(&vars).unwrap().unwrap();
         assert_eq!((got.rank, got.world_size, got.local_rank, got.local_world_size), (5, 8, 1, 4));
         assert_eq!((got.master_addr.as_str(), got.master_port, got.agent_store), ("gpu-17", 29500, false));
+        assert_eq!((got.node, got.attempt), (1, 0), "block layout without SLURM_NODEID: 5 / 4");
+    }
+
+    #[test]
+    fn a_cyclic_placement_takes_the_node_from_the_launcher_not_from_the_rank() {
+        // srun --distribution=cyclic over 2 nodes: ranks 0 and 2 on node 0, ranks 1 and 3 on node 1.
+        for (rank, node, local) in [(0, 0, 0), (1, 1, 0), (2, 0, 1), (3, 1, 1)] {
+            let (rank, node, local) = (rank.to_string(), node.to_string(), local.to_string());
+            let vars = [
+                ("SLURM_PROCID", rank.as_str()),
+                ("SLURM_NTASKS", "4"),
+                ("SLURM_LOCALID", local.as_str()),
+                ("SLURM_NODEID", node.as_str()),
+                ("SLURM_NTASKS_PER_NODE", "2(x2)"),
+                ("MASTER_ADDR", "n0"),
+            ];
+            let got = launch(&vars).unwrap().unwrap();
+            assert_eq!((got.node.to_string(), got.local_rank.to_string()), (node, local), "rank {rank}");
+        }
+    }
+
+    #[test]
+    fn slurm_task_counts_expand_per_node_even_when_uneven() {
+        assert_eq!(
+            (0..5).map(|n| tasks_on_node("2(x3),1", n)).collect::<Vec<_>>(),
+            [Some(2), Some(2), Some(2), Some(1), None]
+        );
+        assert_eq!(tasks_on_node("4", 0), Some(4));
+        assert_eq!(tasks_on_node("x", 0), None);
+    }
+
+    #[test]
+    fn a_requeued_slurm_job_counts_as_a_restart_even_alone() {
+        let vars: HashMap<&str, &str> =
+            [("SLURM_RESTART_COUNT", "1"), ("SLURM_PROCID", "0"), ("SLURM_NTASKS", "1")].into_iter().collect();
+        let var = |name: &str| vars.get(name).map(|v| v.to_string());
+        assert_eq!(Launch::from_vars(var).unwrap(), None, "one task is a plain run");
+        assert_eq!(restart_count(var).unwrap(), 1);
+        assert_eq!(restart_count(|_| None).unwrap(), 0);
+        let bad = restart_count(|name| (name == "SLURM_RESTART_COUNT").then(|| "x".to_string()));
+        assert!(bad.unwrap_err().to_string().contains("SLURM_RESTART_COUNT"));
     }
 
     #[test]

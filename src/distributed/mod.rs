@@ -9,14 +9,18 @@
 mod error;
 mod group;
 mod launch;
+mod liveness;
 mod reducer;
+mod share;
 mod watch;
 
 pub use error::{DistError, Result};
 pub use group::{nccl_compiled, Backend, GroupOptions, ProcessGroup};
-pub use launch::Launch;
+pub use launch::{restart_count, Launch};
+pub use liveness::{Heartbeat, Liveness, StoreServer};
 pub use reducer::Reducer;
-pub use watch::{InFlight, LostRank, LostRankHandler};
+pub use share::EpochShare;
+pub use watch::{CheckTimes, InFlight, Judge, Lost, LostRank, LostRankHandler, StoreAddress, WatchSetup, Watcher};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -43,8 +47,12 @@ pub struct DistributedConfig {
     pub timeout_s: u64,
     /// Seconds a peer's heartbeat may stay silent while this rank waits on it (in a step or a collective)
     /// before the peer is taken as lost: the group is aborted and the run stops naming the rank. It catches
-    /// a rank that hangs alive, which no collective notices before `timeout_s`.
+    /// a rank that hangs whole (stopped, swapping), which no collective notices before `timeout_s`.
     pub heartbeat_timeout_s: u64,
+    /// Seconds a peer may go on beating while its training does not move (no batch, validation batch or
+    /// checkpoint file), while this rank waits on it, before it is named as stalled with its last step: a
+    /// deadlocked loader or a hung device, whose heartbeat thread still lives.
+    pub stall_timeout_s: u64,
     /// Gradient bucket size in MiB: gradients are reduced one bucket at a time while backward runs (25, as
     /// PyTorch's DDP).
     pub bucket_mb: usize,
@@ -52,7 +60,13 @@ pub struct DistributedConfig {
 
 impl Default for DistributedConfig {
     fn default() -> Self {
-        Self { backend: BackendChoice::Auto, timeout_s: 600, heartbeat_timeout_s: 30, bucket_mb: 25 }
+        Self {
+            backend: BackendChoice::Auto,
+            timeout_s: 600,
+            heartbeat_timeout_s: 30,
+            stall_timeout_s: 300,
+            bucket_mb: 25,
+        }
     }
 }
 
@@ -78,17 +92,6 @@ impl DistributedConfig {
     }
 }
 
-/// Rank `rank`'s share of an epoch's `order`, by `DistributedSampler`'s
-/// rule: with `pad`, the order is first extended by repeating its start
-/// to a multiple of `world` (so every rank gets as many samples, and the
-/// last global batch repeats up to `world - 1` images); then rank `r` takes
-/// positions `r, r + world, r + 2·world, …`. Without `pad` (validation),
-/// the shares differ by at most one and cover the order exactly once.
-pub fn shard(order: &[usize], rank: usize, world: usize, pad: bool) -> Vec<usize> {
-    let len = if pad { order.len().div_ceil(world) * world } else { order.len() };
-    (rank..len).step_by(world).map(|i| order[i % order.len()]).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,15 +106,5 @@ mod tests {
         assert!(err.starts_with("config key `distributed.backend`: gloo carries CPU tensors"), "{err}");
         let err = with(BackendChoice::Nccl).backend(tch::Device::Cpu).unwrap_err().to_string();
         assert!(err.starts_with("config key `distributed.backend`: nccl carries CUDA tensors"), "{err}");
-    }
-
-    #[test]
-    fn shards_cover_the_order_once_and_pad_from_its_start() {
-        let order: Vec<usize> = (0..10).map(|i| 100 + i).collect();
-        let shards: Vec<Vec<usize>> = (0..3).map(|r| shard(&order, r, 3, false)).collect();
-        assert_eq!(shards, [vec![100, 103, 106, 109], vec![101, 104, 107], vec![102, 105, 108]]);
-        let padded: Vec<Vec<usize>> = (0..3).map(|r| shard(&order, r, 3, true)).collect();
-        assert_eq!(padded, [vec![100, 103, 106, 109], vec![101, 104, 107, 100], vec![102, 105, 108, 101]]);
-        assert_eq!(shard(&order, 0, 1, true), order);
     }
 }

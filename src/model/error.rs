@@ -41,6 +41,8 @@ pub enum ModelError {
     Device { name: String, message: String },
     #[error("cannot export {model} with models/export.py: {message}")]
     Export { model: String, message: String },
+    #[error("the export of {model} was stopped on request; it left no partial file")]
+    Stopped { model: String },
     #[error(transparent)]
     Torch(#[from] TchError),
 }

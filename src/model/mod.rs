@@ -14,7 +14,7 @@ pub use config::{HeadKind, ModelConfig, ResetHead};
 pub use device::resolve_device;
 pub use ema::ModelEma;
 pub use error::{ModelError, Result};
-pub use export::{export_script, export_timm, python, TimmExport};
+pub use export::{export_script, export_timm, python, ExportWatch, TimmExport};
 pub use network::{NamedParameter, Network, ParamGroup};
 pub use weights::Weights;
 

@@ -1,14 +1,11 @@
 // The c10d half of asl's native layer: process groups (Gloo on CPU, NCCL on
 // CUDA) over a TCPStore rendezvous, coalesced collectives on tch tensors,
-// libtorch's own DDP Reducer, a heartbeat that tells which rank is lost, an
-// abort for a group whose peer is gone, and a stop request agreed through
-// the store.
+// libtorch's own DDP Reducer, each rank's heartbeat (liveness.cpp), an abort
+// for a group whose peer is gone, and a stop agreed through the store.
 //
-// Every entry point is `extern "C"`, returns 0 on success and -1 on failure
-// (the message is then in `asl_last_error()`, per thread), and catches every
-// exception: one crossing the C boundary would abort the process. Tensors
-// arrive as tch's handles, `at::Tensor*`, and are copied shallowly (same
-// TensorImpl), so in-place collectives change tch's tensors.
+// Conventions in guard.hpp. Tensors arrive as tch's handles, `at::Tensor*`,
+// and are copied shallowly (same TensorImpl), so in-place collectives change
+// tch's tensors.
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
@@ -22,11 +19,12 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <atomic>
-#include <chrono>
+#include <memory>
 #include <string>
-#include <thread>
 #include <vector>
+
+#include "guard.hpp"
+#include "liveness.hpp"
 
 namespace {
 thread_local std::string last_error;
@@ -38,24 +36,14 @@ void set_last_error(const std::string& message) { last_error = message; }
 
 namespace {
 
-#define ASL_GUARD(...)                                   \
-  try {                                                  \
-    __VA_ARGS__                                          \
-  } catch (const c10::Error& e) {                        \
-    last_error = e.what_without_backtrace();             \
-    return -1;                                           \
-  } catch (const std::exception& e) {                    \
-    last_error = e.what();                               \
-    return -1;                                           \
-  } catch (...) {                                        \
-    last_error = "unknown C++ exception";                \
-    return -1;                                           \
-  }                                                      \
-  return 0;
-
 constexpr int kGloo = 0;
 constexpr int kNccl = 1;
-constexpr auto kBeat = std::chrono::milliseconds(250);
+
+// A stop step's key counts the ranks that reached it in its low 32 bits and
+// the ranks asked to stop there above them.
+constexpr int64_t kStopFlag = int64_t(1) << 32;
+
+std::string stop_key(int64_t step) { return "stop/" + std::to_string(step); }
 
 std::vector<at::Tensor> shallow(at::Tensor** tensors, size_t n) {
   std::vector<at::Tensor> out;
@@ -63,13 +51,6 @@ std::vector<at::Tensor> shallow(at::Tensor** tensors, size_t n) {
   for (size_t i = 0; i < n; ++i) out.push_back(*tensors[i]);
   return out;
 }
-
-std::string heartbeat_key(int rank) { return "heartbeat/" + std::to_string(rank); }
-
-// The stop protocol's keys: the agreed step (written once), then a counter
-// that readers poll in one round trip and that is raised only after it.
-const char* const kStopStep = "stop/step";
-const char* const kStopRequested = "stop/requested";
 
 int64_t bytes_of(const std::vector<at::Tensor>& tensors) {
   int64_t bytes = 0;
@@ -85,56 +66,17 @@ struct AslGroup {
   c10::intrusive_ptr<c10d::Backend> backend;
   int rank = 0;
   int world = 1;
-  // A second store client, so the heartbeat never waits behind a collective's store traffic.
-  c10::intrusive_ptr<c10d::Store> beat_store;
-  // A third, for the watcher of the heartbeats, with its own (short) timeout.
-  c10::intrusive_ptr<c10d::Store> watch_store;
-  std::thread beat;
-  std::atomic<bool> stop{false};
+  // Created before the backend, whose rendezvous then proves every rank's first heartbeat is in the store.
+  std::unique_ptr<AslLiveness> liveness;
   // Bytes this rank has sent into broadcasts, for checking what a step costs.
   std::atomic<int64_t> broadcast_bytes{0};
-
-  ~AslGroup() {
-    stop = true;
-    if (beat.joinable()) beat.join();
-  }
+  // The first step this group agreed on stopping at (-1 before any).
+  int64_t stop_first = -1;
 };
 
 struct AslReducer {
   std::shared_ptr<c10d::Reducer> reducer;
 };
-
-namespace {
-
-// `join`: count this client among the `world` workers the server waits for
-// (every rank's main client does, as Python's TCPStore; the heartbeat's
-// second client must not).
-c10::intrusive_ptr<c10d::Store> connect(const std::string& host, int port, bool server, bool join, int world,
-                                        int timeout_s, const std::string& prefix) {
-  c10d::TCPStoreOptions options;
-  options.port = static_cast<uint16_t>(port);
-  options.isServer = server;
-  options.numWorkers = world;
-  options.waitWorkers = join;
-  options.multiTenant = true;
-  options.timeout = std::chrono::seconds(timeout_s);
-  auto tcp = c10::make_intrusive<c10d::TCPStore>(host, options);
-  return c10::make_intrusive<c10d::PrefixStore>(prefix, tcp);
-}
-
-void beat_loop(AslGroup* group) {
-  try {
-    auto key = heartbeat_key(group->rank);
-    while (!group->stop) {
-      group->beat_store->add(key, 1);
-      std::this_thread::sleep_for(kBeat);
-    }
-  } catch (...) {
-    // The store is gone (its host died): the next collective reports it.
-  }
-}
-
-}  // namespace
 
 extern "C" {
 
@@ -156,7 +98,12 @@ int asl_group_new(int backend, const char* host, int port, int server, const cha
     auto group = std::make_unique<AslGroup>();
     group->rank = rank;
     group->world = world;
-    group->store = connect(host, port, server != 0, true, world, timeout_s, prefix);
+    group->store = asl_detail::connect_store(host, port, server != 0, true, world, timeout_s, prefix);
+    AslLiveness* liveness = nullptr;
+    if (asl_liveness_new(host, port, prefix, rank, world, timeout_s, &liveness) != 0) {
+      throw std::runtime_error("cannot start the heartbeat: " + last_error);
+    }
+    group->liveness.reset(liveness);
     group->group = c10::make_intrusive<c10d::ProcessGroup>(group->store, rank, world);
     auto timeout = std::chrono::milliseconds(std::chrono::seconds(timeout_s));
     if (backend == kGloo) {
@@ -181,9 +128,6 @@ int asl_group_new(int backend, const char* host, int port, int server, const cha
     } else {
       throw std::invalid_argument("unknown backend " + std::to_string(backend));
     }
-    group->beat_store = connect(host, port, false, false, world, timeout_s, prefix);
-    group->watch_store = connect(host, port, false, false, world, timeout_s, prefix);
-    group->beat = std::thread(beat_loop, group.get());
     *out = group.release();
   )
 }
@@ -245,54 +189,65 @@ int asl_gather(AslGroup* group, at::Tensor* input, at::Tensor* output, int root)
   )
 }
 
-// Every rank's heartbeat counter, read through the watcher's client, which
-// gives up after `timeout_ms` (the store's host is then gone or stopped).
-int asl_heartbeats(AslGroup* group, int timeout_ms, int64_t* counts) {
-  ASL_GUARD(
-    group->watch_store->setTimeout(std::chrono::milliseconds(timeout_ms));
-    for (int r = 0; r < group->world; ++r) counts[r] = group->watch_store->add(heartbeat_key(r), 0);
-  )
-}
-
 // Aborts the group's communicators (NCCL: ncclCommAbort, which frees a host
 // or a kernel that waits for a lost peer; Gloo has nothing to abort).
 int asl_group_abort(AslGroup* group) { ASL_GUARD(group->group->abort();) }
 
-// Proposes to stop after optimizer step `step`; the first proposal among the
-// ranks wins. `agreed` receives the step all ranks stop after.
-int asl_stop_propose(AslGroup* group, int64_t step, int64_t* agreed) {
+// Whether every rank stops after optimizer step `step`: each rank adds its
+// request to the step's key, then reads the previous step's, waiting until
+// every rank has added to it. A request made at step k therefore stops every
+// rank after step k + 1, however far a host runs ahead of its device (or of
+// the other hosts): no rank passes its check of step k + 1 before every rank
+// has made its check of step k. Two round trips a step; the first call only
+// contributes. Rank 0 deletes the keys no rank reads any more.
+int asl_stop_agree(AslGroup* group, int64_t step, int requested, int* stop) {
   ASL_GUARD(
-    auto proposal = std::to_string(step);
-    auto stored = group->store->compareSet(kStopStep, "", proposal);
-    group->store->add(kStopRequested, 1);
-    *agreed = std::stoll(stored);
-  )
-}
-
-// The agreed stop step, or -1 while no rank has asked: one store round trip.
-int asl_stop_agreed(AslGroup* group, int64_t* agreed) {
-  ASL_GUARD(
-    *agreed = -1;
-    if (group->store->add(kStopRequested, 0) > 0) {
-      auto value = group->store->get(kStopStep);
-      *agreed = std::stoll(std::string(value.begin(), value.end()));
+    *stop = 0;
+    auto& store = group->store;
+    auto key = stop_key(step);
+    int64_t total = store->add(key, 1 + (requested ? kStopFlag : 0));
+    if ((total & (kStopFlag - 1)) == group->world) store->set(key + "/all", std::vector<uint8_t>{'1'});
+    if (group->stop_first < 0) {
+      group->stop_first = step;
+      return 0;
+    }
+    auto previous = stop_key(step - 1);
+    int64_t verdict = store->add(previous, 0);
+    if ((verdict & (kStopFlag - 1)) < group->world) {
+      store->wait({previous + "/all"});
+      verdict = store->add(previous, 0);
+    }
+    *stop = verdict >= kStopFlag ? 1 : 0;
+    if (group->rank == 0 && step - 3 >= group->stop_first) {
+      store->deleteKey(stop_key(step - 3));
+      store->deleteKey(stop_key(step - 3) + "/all");
     }
   )
 }
 
-int asl_barrier(AslGroup* group) { ASL_GUARD(group->backend->barrier()->wait();) }
+// This rank's heartbeat, owned by the group.
+AslLiveness* asl_group_liveness(AslGroup* group) { return group->liveness.get(); }
 
-// Which ranks stopped beating: every rank's heartbeat counter is read, then
-// read again after `wait_ms`; `lost[r]` is 1 where it did not move. Fails
-// when the store itself is unreachable (rank 0, its host, is gone).
-int asl_lost_ranks(AslGroup* group, int wait_ms, int* lost) {
+// A value for the other ranks, under the group's prefix.
+int asl_store_set(AslGroup* group, const char* key, const uint8_t* value, size_t length) {
+  ASL_GUARD(group->store->set(key, std::vector<uint8_t>(value, value + length));)
+}
+
+// The value at `key`, once some rank has set it (waiting up to the store's
+// timeout), into `out` (`capacity` bytes); its length goes to `length`.
+int asl_store_get(AslGroup* group, const char* key, uint8_t* out, size_t capacity, size_t* length) {
   ASL_GUARD(
-    std::vector<int64_t> before(group->world);
-    for (int r = 0; r < group->world; ++r) before[r] = group->beat_store->add(heartbeat_key(r), 0);
-    std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
-    for (int r = 0; r < group->world; ++r) lost[r] = group->beat_store->add(heartbeat_key(r), 0) == before[r];
+    auto value = group->store->get(key);
+    if (value.size() > capacity) {
+      throw std::length_error(std::string("store value ") + key + " holds " + std::to_string(value.size()) +
+                              " bytes, more than " + std::to_string(capacity));
+    }
+    std::copy(value.begin(), value.end(), out);
+    *length = value.size();
   )
 }
+
+int asl_barrier(AslGroup* group) { ASL_GUARD(group->backend->barrier()->wait();) }
 
 // libtorch's DDP Reducer over `params` (all must require grad), bucketed as
 // torch/nn/parallel/distributed.py does: a 1 MiB first bucket, then

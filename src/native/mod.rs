@@ -1,5 +1,6 @@
-//! The C ABI of the native layer, `dist.cpp` (c10d) and `ops.cpp` (ATen
-//! operations tch does not bind), compiled by `build.rs`. Every function
+//! The C ABI of the native layer, `dist.cpp` (c10d), `liveness.cpp`
+//! (heartbeats) and `ops.cpp` (ATen operations tch does not bind),
+//! compiled by `build.rs`. Every function
 //! returns 0 on success and -1 on failure, with the message in
 //! `asl_last_error` on the calling thread; none lets a C++ exception
 //! through. The safe sides are `asl::distributed` and `asl::ops`.
@@ -16,6 +17,16 @@ pub struct AslGroup {
 
 #[repr(C)]
 pub struct AslReducer {
+    _private: [u8; 0],
+}
+
+#[repr(C)]
+pub struct AslLiveness {
+    _private: [u8; 0],
+}
+
+#[repr(C)]
+pub struct AslStoreServer {
     _private: [u8; 0],
 }
 
@@ -39,13 +50,48 @@ extern "C" {
     pub fn asl_allreduce_sum(group: *mut AslGroup, tensors: *const TensorHandle, n: usize) -> c_int;
     pub fn asl_broadcast(group: *mut AslGroup, tensors: *const TensorHandle, n: usize, root: c_int) -> c_int;
     pub fn asl_barrier(group: *mut AslGroup) -> c_int;
-    pub fn asl_lost_ranks(group: *mut AslGroup, wait_ms: c_int, lost: *mut c_int) -> c_int;
     pub fn asl_broadcast_bytes(group: *mut AslGroup) -> i64;
     pub fn asl_gather(group: *mut AslGroup, input: TensorHandle, output: TensorHandle, root: c_int) -> c_int;
-    pub fn asl_heartbeats(group: *mut AslGroup, timeout_ms: c_int, counts: *mut i64) -> c_int;
     pub fn asl_group_abort(group: *mut AslGroup) -> c_int;
-    pub fn asl_stop_propose(group: *mut AslGroup, step: i64, agreed: *mut i64) -> c_int;
-    pub fn asl_stop_agreed(group: *mut AslGroup, agreed: *mut i64) -> c_int;
+    pub fn asl_stop_agree(group: *mut AslGroup, step: i64, requested: c_int, stop: *mut c_int) -> c_int;
+    pub fn asl_group_liveness(group: *mut AslGroup) -> *mut AslLiveness;
+    pub fn asl_store_set(group: *mut AslGroup, key: *const c_char, value: *const u8, length: usize) -> c_int;
+    pub fn asl_store_get(
+        group: *mut AslGroup,
+        key: *const c_char,
+        out: *mut u8,
+        capacity: usize,
+        length: *mut usize,
+    ) -> c_int;
+    #[allow(clippy::too_many_arguments)]
+    pub fn asl_liveness_new(
+        host: *const c_char,
+        port: c_int,
+        prefix: *const c_char,
+        rank: c_int,
+        world: c_int,
+        timeout_s: c_int,
+        out: *mut *mut AslLiveness,
+    ) -> c_int;
+    pub fn asl_liveness_free(liveness: *mut AslLiveness);
+    pub fn asl_liveness_progress(liveness: *mut AslLiveness, step: i64);
+    pub fn asl_liveness_read(
+        liveness: *mut AslLiveness,
+        timeout_ms: c_int,
+        beats: *mut i64,
+        progress: *mut i64,
+        steps: *mut i64,
+    ) -> c_int;
+    pub fn asl_liveness_dead(liveness: *mut AslLiveness, message: *mut c_char, capacity: usize) -> c_int;
+    pub fn asl_liveness_fail(liveness: *mut AslLiveness);
+    pub fn asl_liveness_requests(liveness: *mut AslLiveness) -> i64;
+    pub fn asl_store_server_new(
+        port: c_int,
+        timeout_s: c_int,
+        bound: *mut c_int,
+        out: *mut *mut AslStoreServer,
+    ) -> c_int;
+    pub fn asl_store_server_free(server: *mut AslStoreServer);
     pub fn asl_reducer_new(
         group: *mut AslGroup,
         params: *const TensorHandle,

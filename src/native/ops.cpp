@@ -16,24 +16,7 @@
 #include <string>
 #include <vector>
 
-namespace asl_detail {
-void set_last_error(const std::string& message);
-}
-
-#define ASL_OPS_GUARD(...)                                        \
-  try {                                                           \
-    __VA_ARGS__                                                   \
-  } catch (const c10::Error& e) {                                 \
-    asl_detail::set_last_error(e.what_without_backtrace());       \
-    return -1;                                                    \
-  } catch (const std::exception& e) {                             \
-    asl_detail::set_last_error(e.what());                         \
-    return -1;                                                    \
-  } catch (...) {                                                 \
-    asl_detail::set_last_error("unknown C++ exception");          \
-    return -1;                                                    \
-  }                                                               \
-  return 0;
+#include "guard.hpp"
 
 namespace {
 
@@ -62,7 +45,7 @@ extern "C" {
 int asl_fused_adam(at::Tensor** params, at::Tensor** grads, at::Tensor** exp_avgs, at::Tensor** exp_avg_sqs,
                    at::Tensor** steps, size_t n, double lr, double beta1, double beta2, double weight_decay,
                    double eps, int decoupled, at::Tensor* grad_scale, at::Tensor* found_inf) {
-  ASL_OPS_GUARD(
+  ASL_GUARD(
     if (n == 0) return 0;
     auto p = list(params, n);
     auto g = list(grads, n);
@@ -87,7 +70,7 @@ int asl_fused_adam(at::Tensor** params, at::Tensor** grads, at::Tensor** exp_avg
 
 // self[i] += weight · (end[i] − self[i]) for every i.
 int asl_foreach_lerp_scalar(at::Tensor** self, at::Tensor** end, size_t n, double weight) {
-  ASL_OPS_GUARD(
+  ASL_GUARD(
     if (n == 0) return 0;
     at::_foreach_lerp_(list(self, n), list(end, n), at::Scalar(weight));
   )
@@ -96,7 +79,7 @@ int asl_foreach_lerp_scalar(at::Tensor** self, at::Tensor** end, size_t n, doubl
 // self[i] += weight · (end[i] − self[i]), with `weight` a one-element
 // tensor on the tensors' device (so no value is read back to the host).
 int asl_foreach_lerp_tensor(at::Tensor** self, at::Tensor** end, size_t n, at::Tensor* weight) {
-  ASL_OPS_GUARD(
+  ASL_GUARD(
     if (n == 0) return 0;
     auto s = list(self, n);
     auto differences = at::_foreach_sub(list(end, n), s);
@@ -107,7 +90,7 @@ int asl_foreach_lerp_tensor(at::Tensor** self, at::Tensor** end, size_t n, at::T
 
 // self[i] *= factor (a one-element tensor), in place.
 int asl_foreach_mul_tensor(at::Tensor** self, size_t n, at::Tensor* factor) {
-  ASL_OPS_GUARD(
+  ASL_GUARD(
     if (n == 0) return 0;
     at::_foreach_mul_(list(self, n), factor->reshape({}));
   )
@@ -115,7 +98,7 @@ int asl_foreach_mul_tensor(at::Tensor** self, size_t n, at::Tensor* factor) {
 
 // The L2 norm of all `n` tensors together, as a one-element tensor.
 int asl_foreach_total_norm(at::Tensor** tensors, size_t n, at::Tensor** out) {
-  ASL_OPS_GUARD(
+  ASL_GUARD(
     at::Tensor total;
     if (n == 0) {
       total = at::zeros({}, at::kFloat);
@@ -130,7 +113,7 @@ int asl_foreach_total_norm(at::Tensor** tensors, size_t n, at::Tensor** out) {
 // Divides the gradients by the scale (multiplies by `inv_scale`) and sets
 // `found_inf` to 1 if any is inf or NaN, in as few kernels as the device allows.
 int asl_amp_unscale(at::Tensor** grads, size_t n, at::Tensor* found_inf, at::Tensor* inv_scale) {
-  ASL_OPS_GUARD(
+  ASL_GUARD(
     if (n == 0) return 0;
     at::_amp_foreach_non_finite_check_and_unscale_(list(grads, n), *found_inf, *inv_scale);
   )
@@ -151,7 +134,7 @@ bool canonical_channels_last(const at::Tensor& tensor) {
 // A copy of a 4-D `tensor` with canonical channels-last strides (unless it
 // has them), or a shallow copy of anything else.
 int asl_channels_last(at::Tensor* tensor, at::Tensor** out) {
-  ASL_OPS_GUARD(
+  ASL_GUARD(
     at::Tensor result = *tensor;
     if (tensor->dim() == 4 && !canonical_channels_last(*tensor)) {
       result = at::empty(tensor->sizes(), tensor->options().memory_format(at::MemoryFormat::ChannelsLast));
@@ -181,7 +164,7 @@ at::Generator default_generator(int cuda_device) {
 // The state of the default generator of the CPU (`cuda_device` < 0) or of a
 // CUDA device, as a byte tensor.
 int asl_rng_state(int cuda_device, at::Tensor** out) {
-  ASL_OPS_GUARD(
+  ASL_GUARD(
     auto generator = default_generator(cuda_device);
     std::lock_guard<std::mutex> lock(generator.mutex());
     *out = new at::Tensor(generator.get_state());
@@ -190,7 +173,7 @@ int asl_rng_state(int cuda_device, at::Tensor** out) {
 
 // Puts a state read by `asl_rng_state` back.
 int asl_rng_set_state(int cuda_device, at::Tensor* state) {
-  ASL_OPS_GUARD(
+  ASL_GUARD(
     auto generator = default_generator(cuda_device);
     std::lock_guard<std::mutex> lock(generator.mutex());
     generator.set_state(*state);
@@ -199,7 +182,7 @@ int asl_rng_set_state(int cuda_device, at::Tensor* state) {
 
 // Seeds the default generator of the CPU or of a CUDA device.
 int asl_rng_seed(int cuda_device, uint64_t seed) {
-  ASL_OPS_GUARD(
+  ASL_GUARD(
     auto generator = default_generator(cuda_device);
     std::lock_guard<std::mutex> lock(generator.mutex());
     generator.set_current_seed(seed);
@@ -209,7 +192,7 @@ int asl_rng_seed(int cuda_device, uint64_t seed) {
 // TF32 for cuDNN convolutions and float32 matrix products ("high"
 // precision), or full float32 ("highest"). No effect on CPU.
 int asl_set_tf32(int enabled) {
-  ASL_OPS_GUARD(
+  ASL_GUARD(
     at::globalContext().setAllowTF32CuDNN(enabled != 0);
     at::globalContext().setFloat32MatmulPrecision(enabled != 0 ? "high" : "highest");
   )
@@ -225,7 +208,7 @@ int asl_tf32_enabled() {
 
 // CUDA fp16 autocast on this thread: enter returns the previous state.
 int asl_autocast_enter(int* previous) {
-  ASL_OPS_GUARD(
+  ASL_GUARD(
     *previous = at::autocast::is_autocast_enabled(at::kCUDA) ? 1 : 0;
     at::autocast::set_autocast_enabled(at::kCUDA, true);
     at::autocast::increment_nesting();
@@ -235,7 +218,7 @@ int asl_autocast_enter(int* previous) {
 // Leaves a scope entered with `asl_autocast_enter`; the weight casts cached
 // for it are dropped when the outermost scope ends, as torch.autocast does.
 int asl_autocast_exit(int previous) {
-  ASL_OPS_GUARD(
+  ASL_GUARD(
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
     at::autocast::set_autocast_enabled(at::kCUDA, previous != 0);
   )

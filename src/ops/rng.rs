@@ -10,7 +10,8 @@ use crate::native::{self as ffi, handle, TensorHandle};
 use tch::{Device, TchError, Tensor};
 
 /// The default generators of the CPU and, on CUDA, of the device, seeded
-/// until dropped; then their earlier states are back.
+/// until [`restore`](Self::restore)d, which reports a failure; dropping it
+/// unrestored (an early return, a panic) puts them back as well as it can.
 pub struct ScopedSeed {
     saved: Vec<(i32, Tensor)>,
 }
@@ -35,10 +36,23 @@ impl ScopedSeed {
     }
 }
 
+impl ScopedSeed {
+    /// Puts the generators back as the scope found them.
+    pub fn restore(mut self) -> Result<(), TchError> {
+        let saved = std::mem::take(&mut self.saved);
+        for (generator, state) in &saved {
+            // SAFETY: a state this generator produced.
+            check(unsafe { ffi::asl_rng_set_state(*generator, handle(state)) })?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for ScopedSeed {
     fn drop(&mut self) {
         for (generator, state) in &self.saved {
-            // SAFETY: a state this generator produced. Restoring cannot fail for it.
+            // SAFETY: a state this generator produced. Only an unwinding or early-returning caller gets
+            // here, and it has an error of its own to report.
             let _ = unsafe { ffi::asl_rng_set_state(*generator, handle(state)) };
         }
     }
@@ -76,8 +90,10 @@ mod tests {
         tch::manual_seed(11);
         let before = draw();
         let inside = {
-            let _scope = ScopedSeed::enter(5, Device::Cpu).unwrap();
-            draw()
+            let scope = ScopedSeed::enter(5, Device::Cpu).unwrap();
+            let drawn = draw();
+            scope.restore().unwrap();
+            drawn
         };
         assert_eq!(draw(), expected_after, "the caller's stream goes on as if the scope had not been");
         assert_ne!(before, inside);

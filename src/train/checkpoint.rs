@@ -1,14 +1,17 @@
 //! Checkpoint directories: model and EMA TorchScript files, optimizer
 //! moments, and `state.json` (epoch, loader position, schedule step, best
-//! mAP, adaptive γ−, grad-scaler state, history) plus the resolved config.
+//! mAP, adaptive γ−, grad-scaler state, history) plus the config and the
+//! launch's plan.
 //! A directory is written under a temporary name and renamed into place,
 //! so the previous good checkpoint survives a crash at any point.
 
 use super::amp::GradScalerState;
 use super::config::TrainConfig;
+use super::plan::{RunPlan, PLAN_FILE};
 use super::Adam;
 use crate::atomic::{sync_dir, sync_file, write_bytes_atomically};
 use crate::data::stream::StreamPosition;
+use crate::data::SplitFingerprint;
 use crate::loss::AdaptiveAsymmetry;
 use crate::model::{ModelEma, Network};
 use serde::{Deserialize, Serialize};
@@ -74,6 +77,9 @@ pub struct TrainState {
     /// and shuffle buffer stood, by rank.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stream: Vec<StreamPosition>,
+    /// The training split the run read: a mid-epoch resume needs the same files or shards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<SplitFingerprint>,
     pub best_map: Option<f64>,
     pub best_epoch: Option<usize>,
     pub adaptive: Option<AdaptiveAsymmetry>,
@@ -98,6 +104,50 @@ pub struct CheckpointParts<'a> {
     pub config: &'a TrainConfig,
 }
 
+/// How far the writing of a checkpoint has got, told to the writer's
+/// caller after each part: the liveness a long write shows its peers, and
+/// the points where tests crash it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointPhase {
+    /// The temporary directory exists, empty.
+    Started,
+    Model,
+    Ema,
+    Optimizer,
+    State,
+    Config,
+    /// The temporary directory is complete and synced; nothing renamed yet.
+    Synced,
+    /// The previous checkpoint moved aside (`last.old`), the new one not yet in place.
+    Renamed,
+    /// The new checkpoint is in place and durable.
+    Published,
+}
+
+impl CheckpointPhase {
+    pub const NAMES: [&'static str; 9] =
+        ["started", "model", "ema", "optimizer", "state", "config", "synced", "renamed", "published"];
+    const ALL: [CheckpointPhase; 9] = [
+        Self::Started,
+        Self::Model,
+        Self::Ema,
+        Self::Optimizer,
+        Self::State,
+        Self::Config,
+        Self::Synced,
+        Self::Renamed,
+        Self::Published,
+    ];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::NAMES.iter().position(|n| *n == name).map(|i| Self::ALL[i])
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[Self::ALL.iter().position(|p| *p == self).expect("every phase is listed")]
+    }
+}
+
 /// Writes a checkpoint into `dir` (`…/checkpoints/last`): every file into
 /// `last.tmp`, each fsynced, then `last` is swapped for it by two renames,
 /// each made durable. A crash at any point leaves either the new
@@ -105,24 +155,40 @@ pub struct CheckpointParts<'a> {
 /// the previous one at `last.old`, which [`resolve_checkpoint`] finds.
 /// The caller holds the run's [`RunLock`](super::RunLock), so no other
 /// process writes the same temporary directory.
-pub fn write_checkpoint(dir: &Path, parts: &CheckpointParts) -> Result<(), CheckpointError> {
+pub fn write_checkpoint(
+    dir: &Path,
+    parts: &CheckpointParts,
+    plan: &RunPlan,
+    on_phase: &mut dyn FnMut(CheckpointPhase),
+) -> Result<(), CheckpointError> {
     let error = |e: &dyn std::fmt::Display| CheckpointError::Write { path: dir.to_path_buf(), message: e.to_string() };
     let tmp = fresh_sibling(dir, "tmp").map_err(|e| error(&e))?;
+    on_phase(CheckpointPhase::Started);
     parts.network.save(&tmp.join(MODEL_FILE)).map_err(|e| error(&e))?;
+    on_phase(CheckpointPhase::Model);
     parts.ema.save(&tmp.join(EMA_FILE)).map_err(|e| error(&e))?;
+    on_phase(CheckpointPhase::Ema);
     parts.optimizer.save(&tmp.join(OPTIMIZER_FILE)).map_err(|e| error(&e))?;
     sync_file(&tmp.join(OPTIMIZER_FILE)).map_err(|e| error(&e))?;
+    on_phase(CheckpointPhase::Optimizer);
     let state = serde_json::to_string_pretty(parts.state).map_err(|e| error(&e))?;
     write_bytes_atomically(&tmp.join(STATE_FILE), state.as_bytes()).map_err(|e| error(&e))?;
+    on_phase(CheckpointPhase::State);
     write_bytes_atomically(&tmp.join(CONFIG_FILE), parts.config.to_yaml().as_bytes()).map_err(|e| error(&e))?;
-    publish(&tmp, dir).map_err(|e| error(&e))
+    write_bytes_atomically(&tmp.join(PLAN_FILE), plan.to_json().as_bytes()).map_err(|e| error(&e))?;
+    on_phase(CheckpointPhase::Config);
+    publish(&tmp, dir, on_phase).map_err(|e| error(&e))
 }
 
 /// Makes `to` (`…/checkpoints/best`) a durable copy of the checkpoint
 /// `from`, by hard links where the file system has them: the files of a
 /// checkpoint never change once written, so both names can share them and
 /// the model is not written twice. Falls back to copying.
-pub fn link_checkpoint(from: &Path, to: &Path) -> Result<(), CheckpointError> {
+pub fn link_checkpoint(
+    from: &Path,
+    to: &Path,
+    on_phase: &mut dyn FnMut(CheckpointPhase),
+) -> Result<(), CheckpointError> {
     let error = |e: &dyn std::fmt::Display| CheckpointError::Write { path: to.to_path_buf(), message: e.to_string() };
     let tmp = fresh_sibling(to, "tmp").map_err(|e| error(&e))?;
     for entry in std::fs::read_dir(from).map_err(|e| error(&e))? {
@@ -133,7 +199,7 @@ pub fn link_checkpoint(from: &Path, to: &Path) -> Result<(), CheckpointError> {
             sync_file(&target).map_err(|e| error(&e))?;
         }
     }
-    publish(&tmp, to).map_err(|e| error(&e))
+    publish(&tmp, to, on_phase).map_err(|e| error(&e))
 }
 
 /// An empty `<dir>.<suffix>` beside `dir`, replacing a stale one.
@@ -145,18 +211,22 @@ fn fresh_sibling(dir: &Path, suffix: &str) -> std::io::Result<PathBuf> {
 }
 
 /// Replaces `dir` by the complete directory `tmp`, durably.
-fn publish(tmp: &Path, dir: &Path) -> std::io::Result<()> {
+fn publish(tmp: &Path, dir: &Path, on_phase: &mut dyn FnMut(CheckpointPhase)) -> std::io::Result<()> {
     let parent = dir.parent().unwrap_or(Path::new("."));
     sync_dir(tmp)?;
+    on_phase(CheckpointPhase::Synced);
     let old = sibling(dir, "old");
     remove_if_present(&old)?;
     if dir.exists() {
         std::fs::rename(dir, &old)?;
+        on_phase(CheckpointPhase::Renamed);
     }
     std::fs::rename(tmp, dir)?;
     sync_dir(parent)?;
     remove_if_present(&old)?;
-    sync_dir(parent)
+    sync_dir(parent)?;
+    on_phase(CheckpointPhase::Published);
+    Ok(())
 }
 
 fn remove_if_present(dir: &Path) -> std::io::Result<()> {
@@ -216,6 +286,14 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phases_are_named_both_ways() {
+        for name in CheckpointPhase::NAMES {
+            assert_eq!(CheckpointPhase::from_name(name).unwrap().name(), name);
+        }
+        assert_eq!(CheckpointPhase::from_name("later"), None);
+    }
 
     #[test]
     fn records_from_before_the_speed_figures_still_load() {

@@ -8,7 +8,7 @@
 //! them), gradients summed by libtorch's Reducer during the backward pass
 //! of a group's last micro-batch only. The loss and Δp sums are summed over
 //! the ranks when they are read (`figures.rs`), so that they and γ− agree on
-//! every rank; a stop request is agreed through the rendezvous store.
+//! every rank. Agreeing on a stop is a stage of its own (`agreement.rs`).
 
 use super::error::{Result, TrainError};
 use crate::distributed::{Backend, ProcessGroup, Reducer};
@@ -22,8 +22,6 @@ pub(super) struct DataParallel {
     buffers: Vec<Tensor>,
     /// Where the per-step figures travel: the CPU under Gloo, the GPU under NCCL.
     device: Device,
-    /// The optimizer step every rank stops after, once one asked.
-    agreed_stop: Option<u64>,
     /// Bytes broadcast, as the native layer counted them: at the start, and after the batches since.
     broadcast: BroadcastBytes,
 }
@@ -57,7 +55,7 @@ impl DataParallel {
             Backend::Gloo => Device::Cpu,
             Backend::Nccl => network.device(),
         };
-        Ok(Self { group, reducer, buffers, device, agreed_stop: None, broadcast })
+        Ok(Self { group, reducer, buffers, device, broadcast })
     }
 
     pub fn group(&self) -> &ProcessGroup {
@@ -95,20 +93,6 @@ impl DataParallel {
     /// A backward failure, with the ranks that are gone named.
     pub fn backward_error(&self, error: tch::TchError) -> TrainError {
         self.group.failure("the gradient all-reduce in backward", error.to_string()).into()
-    }
-
-    /// Whether every rank stops after optimizer step `step`; `requested`:
-    /// this rank was asked to stop. A request made at step k stops all
-    /// ranks after step k + 1: no rank can finish step k + 1 (its gradients
-    /// need every rank) before the request is in the store, and each reads
-    /// the store at every step, so all of them see it by then. One store
-    /// round trip per step, no device work.
-    pub fn stop_after(&mut self, step: u64, requested: bool) -> Result<bool> {
-        if self.agreed_stop.is_none() {
-            self.agreed_stop =
-                if requested { Some(self.group.propose_stop(step + 1)?) } else { self.group.agreed_stop()? };
-        }
-        Ok(self.agreed_stop.is_some_and(|agreed| agreed <= step))
     }
 
     /// Each value summed over the ranks.

@@ -32,8 +32,14 @@ pub enum TrainError {
     RunExists(PathBuf),
     #[error("run {} is in use by process {pid}: two trainers must not write one run's checkpoints (lock file {}/lock)", run.display(), run.display())]
     RunInUse { run: PathBuf, pid: String },
-    #[error("cannot change {key} from {before} to {after} when resuming in the middle of epoch {epoch} (after batch {batch}): the rest of the epoch would not line up with the batches already trained. Resume without the change, or make it from a checkpoint written at the end of an epoch")]
-    MidEpochChange { key: &'static str, before: String, after: String, epoch: usize, batch: usize },
+    #[error("cannot change {key} from {before} to {after} when resuming checkpoint {} in the middle of epoch {epoch} (after batch {batch}): the rest of the epoch would not line up with the batches already trained. Resume without the change, or make it from a checkpoint written at the end of an epoch", checkpoint.display())]
+    MidEpochChange { key: &'static str, before: String, after: String, checkpoint: PathBuf, epoch: usize, batch: usize },
+    #[error("the training data changed since checkpoint {} was written in the middle of epoch {epoch} (after batch {batch}): {change}. The rest of the epoch cannot be laid out as it was; resume with the data it was trained on, or from a checkpoint written at the end of an epoch", checkpoint.display())]
+    DataChanged { checkpoint: PathBuf, epoch: usize, batch: usize, change: String },
+    #[error("stopped on request during set-up ({during}); nothing was left half-written. Run the same command again to start")]
+    Stopped { during: &'static str },
+    #[error("set-up failed while {during}: {message}")]
+    Setup { during: &'static str, message: String },
     #[error("every image of batch {batch} of epoch {epoch} on this rank was unreadable; a multi-process run cannot skip a whole batch on one rank (fix or remove the files named above)")]
     EmptyBatch { epoch: usize, batch: usize },
     #[error("the head of {model} does not fit the data ({reason}) and model.reset_head is never; set it to auto or always to train a fresh head")]

@@ -7,6 +7,7 @@
 //! [`Trainer::host_reads`]: super::Trainer::host_reads
 
 use super::data_parallel::DataParallel;
+use super::error::Result;
 use crate::loss::ProbabilityStats;
 use std::cell::Cell;
 use tch::{Device, Kind, Tensor};
@@ -89,7 +90,7 @@ impl DeviceFigures {
 
     /// The latest batch's Δp sums alone (what adaptive γ− needs every step),
     /// summed over ranks.
-    pub fn read_last_stats(&self, parallel: Option<&DataParallel>) -> tch::Result<ProbabilityStats> {
+    pub fn read_last_stats(&self, parallel: Option<&DataParallel>) -> Result<ProbabilityStats> {
         let last = self.summed.f_narrow(0, LAST_STATS as i64, 4)?.f_contiguous()?.f_detach_copy()?;
         let values = self.read_local(&self.reduced(last, parallel)?)?;
         Ok(ProbabilityStats::from_sums(&values))
@@ -97,7 +98,7 @@ impl DeviceFigures {
 
     /// Everything, in one transfer (after one all-reduce among ranks); the
     /// longest streak starts again from the current one.
-    pub fn read_all(&mut self, parallel: Option<&DataParallel>) -> tch::Result<HostFigures> {
+    pub fn read_all(&mut self, parallel: Option<&DataParallel>) -> Result<HostFigures> {
         let summed = self.reduced(self.summed.f_detach_copy()?, parallel)?;
         let all = self.read_local(&Tensor::f_cat(&[summed, self.skipped.shallow_clone()], 0)?)?;
         let current = self.skipped.f_narrow(0, 1, 1)?;
@@ -119,16 +120,16 @@ impl DeviceFigures {
     }
 
     /// `values` summed over the ranks, back on the training device.
-    fn reduced(&self, values: Tensor, parallel: Option<&DataParallel>) -> tch::Result<Tensor> {
+    fn reduced(&self, values: Tensor, parallel: Option<&DataParallel>) -> Result<Tensor> {
         let Some(parallel) = parallel else { return Ok(values) };
         let on_group = values.f_to_device(parallel.group().tensor_device(self.device))?;
-        parallel.group().allreduce_sum(&[&on_group]).map_err(|e| tch::TchError::Torch(e.to_string()))?;
-        on_group.f_to_device(self.device)
+        parallel.group().allreduce_sum(&[&on_group])?;
+        Ok(on_group.f_to_device(self.device)?)
     }
 
-    fn read_local(&self, values: &Tensor) -> tch::Result<Vec<f64>> {
+    fn read_local(&self, values: &Tensor) -> Result<Vec<f64>> {
         self.reads.set(self.reads.get() + 1);
-        Vec::<f64>::try_from(values.f_to_device(Device::Cpu)?)
+        Ok(Vec::<f64>::try_from(values.f_to_device(Device::Cpu)?)?)
     }
 }
 

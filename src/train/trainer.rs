@@ -1,24 +1,33 @@
 //! The training loop: one-cycle Adam over the loader's batches with EMA,
 //! adaptive γ−, AMP on CUDA, per-epoch validation of the model and its
-//! EMA, atomic checkpoints, and a clean stop on Ctrl-C. It reports through
-//! an [`Observer`] and prints nothing itself. One step: `step.rs`; the end
-//! of an epoch: `epoch_end.rs`.
+//! EMA, atomic checkpoints, and a clean stop on a signal. It reports
+//! through an [`Observer`] and prints nothing itself. Each stage is a type
+//! of its own holding what it uses: the step (`stepper.rs`), evaluation
+//! (`validation.rs`), checkpointing (`checkpointing.rs`) and the ranks'
+//! agreement on stopping (`agreement.rs`); the end of an epoch is
+//! `epoch_end.rs`.
 
+use super::agreement::StopAgreement;
 use super::amp::GradScaler;
-use super::checkpoint::{EpochRecord, TrainState};
+use super::checkpoint::{CheckpointParts, EpochRecord, TrainState};
+use super::checkpointing::{gather_positions, Checkpointer};
 use super::config::TrainConfig;
 use super::data_parallel::{BroadcastBytes, DataParallel};
-use super::error::Result;
-use super::figures::DeviceFigures;
+use super::error::{Result, TrainError};
+use super::faults::{FaultPlan, FaultPoint};
+use super::figures::{DeviceFigures, HostFigures};
 use super::lock::RunLock;
 use super::observer::{Observer, Phase, TrainEvent};
+use super::plan::RunPlan;
 use super::restore::restore;
 use super::schedule::OneCycle;
+use super::stepper::{BatchAt, Failure, StepAt, Stepper};
+use super::validation::Validator;
 use super::Adam;
 use crate::data::stream::StreamPosition;
-use crate::data::{Loader, Normalization};
+use crate::data::{Loader, SplitFingerprint};
 use crate::distributed::{InFlight, ProcessGroup};
-use crate::evaluate::input_normalization;
+use crate::evaluate::{input_normalization, EvaluateOptions};
 use crate::loss::{AdaptiveAsymmetry, LossConfig, Objective};
 use crate::model::{ModelEma, Network};
 use std::path::{Path, PathBuf};
@@ -30,6 +39,8 @@ use tch::Device;
 /// Everything a run needs, prepared by [`super::prepare`].
 pub struct TrainerSetup {
     pub config: TrainConfig,
+    /// What this launch resolved (processes, device, loader threads), saved beside the config.
+    pub plan: RunPlan,
     pub run_dir: PathBuf,
     /// The run directory's lock, held while the trainer lives (rank 0's only).
     pub lock: Option<RunLock>,
@@ -41,8 +52,10 @@ pub struct TrainerSetup {
     pub val_loader: Loader,
     /// A checkpoint directory to continue from.
     pub resume: Option<PathBuf>,
-    /// Set (by a Ctrl-C handler) to stop after the current step.
+    /// Set (by a signal handler) to stop after the current step.
     pub stop: Arc<AtomicBool>,
+    /// Faults to inject, for tests of how runs survive them; none by default.
+    pub faults: FaultPlan,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -53,29 +66,20 @@ pub enum Outcome {
 
 pub struct Trainer {
     pub(super) config: TrainConfig,
-    pub(super) run_dir: PathBuf,
-    _lock: Option<RunLock>,
-    pub(super) parallel: Option<DataParallel>,
-    /// Multiplies the loss before backward: the world size when the loss is
-    /// a sum, since the Reducer averages gradients over the ranks and a
-    /// summed loss over N × B/N images must give the gradient of B images.
-    pub(super) loss_scale: f64,
-    pub(super) network: Network,
-    /// The network's input normalisation, on its device.
-    pub(super) normalization: Normalization,
-    pub(super) ema: ModelEma,
-    pub(super) optimizer: Adam,
-    pub(super) schedule: OneCycle,
-    pub(super) objective: Objective,
-    pub(super) adaptive: Option<AdaptiveAsymmetry>,
-    pub(super) scaler: Option<GradScaler>,
-    pub(super) figures: DeviceFigures,
-    pub(super) train_loader: Loader,
-    pub(super) val_loader: Loader,
     pub(super) state: TrainState,
+    pub(super) train_loader: Loader,
+    pub(super) validator: Validator,
+    pub(super) stepper: Stepper,
+    pub(super) checkpointer: Checkpointer,
+    pub(super) parallel: Option<DataParallel>,
+    agreement: StopAgreement,
+    faults: FaultPlan,
+    /// Which samples the training split holds, saved in checkpoints.
+    fingerprint: SplitFingerprint,
     /// Shards: where this rank's epoch stands after the last batch trained.
-    pub(super) stream_position: Option<StreamPosition>,
-    pub(super) stop: Arc<AtomicBool>,
+    stream_position: Option<StreamPosition>,
+    /// Optimizer steps this process has taken (not the run's).
+    steps_taken: u64,
     /// TF32 as the caller had it, restored on drop.
     tf32_before: bool,
 }
@@ -99,7 +103,19 @@ pub(super) struct EpochMeter {
 
 impl Trainer {
     pub fn new(setup: TrainerSetup) -> Result<Self> {
-        let TrainerSetup { config, run_dir, lock, group, mut network, train_loader, val_loader, resume, stop } = setup;
+        let TrainerSetup {
+            config,
+            plan,
+            run_dir,
+            lock,
+            group,
+            mut network,
+            train_loader,
+            val_loader,
+            resume,
+            stop,
+            faults,
+        } = setup;
         let device = network.device();
         if let (Some(mean), Some(std)) = (config.model.input_mean, config.model.input_std) {
             network.set_input_normalization(mean, std)?;
@@ -145,12 +161,7 @@ impl Trainer {
             // A run stopped mid-epoch goes on from its saved loss sum (held once, by rank 0).
             figures.seed_loss(state.epoch_loss_sum)?;
         }
-        Ok(Self {
-            config,
-            run_dir,
-            _lock: lock,
-            parallel,
-            loss_scale,
+        let stepper = Stepper {
             network,
             normalization,
             ema,
@@ -160,44 +171,64 @@ impl Trainer {
             adaptive,
             scaler,
             figures,
-            train_loader,
-            val_loader,
+            loss_scale,
+        };
+        let options = EvaluateOptions {
+            amp: stepper.amp(),
+            threshold: config.train.threshold as f32,
+            unknowns: config.data.unknown_in_validation,
+        };
+        let fingerprint = train_loader.data().fingerprint();
+        Ok(Self {
+            checkpointer: Checkpointer::new(run_dir, lock, plan, faults.clone()),
+            config,
             state,
+            train_loader,
+            validator: Validator::new(val_loader, options),
+            stepper,
+            parallel,
+            agreement: StopAgreement::new(stop),
+            faults,
+            fingerprint,
             stream_position: None,
-            stop,
+            steps_taken: 0,
             tf32_before,
         })
     }
 
     pub fn network(&self) -> &Network {
-        &self.network
+        &self.stepper.network
     }
 
     pub fn ema(&self) -> &ModelEma {
-        &self.ema
+        &self.stepper.ema
     }
 
     pub fn optimizer(&self) -> &Adam {
-        &self.optimizer
+        &self.stepper.optimizer
     }
 
     pub fn state(&self) -> &TrainState {
         &self.state
     }
 
+    pub fn plan(&self) -> &RunPlan {
+        &self.checkpointer.plan
+    }
+
     pub fn run_dir(&self) -> &Path {
-        &self.run_dir
+        self.checkpointer.run_dir()
     }
 
     pub fn device(&self) -> Device {
-        self.network.device()
+        self.stepper.network.device()
     }
 
     /// How many times training has waited to read figures back from the
     /// device: every `train.log_every` steps, at epoch ends and checkpoints,
     /// and every step with adaptive γ− (which needs Δp).
     pub fn host_reads(&self) -> u64 {
-        self.figures.reads()
+        self.stepper.figures.reads()
     }
 
     /// What this rank's broadcasts of weights and buffers cost, as the
@@ -211,23 +242,30 @@ impl Trainer {
         self.parallel.as_ref().is_none_or(|p| p.group().is_main())
     }
 
+    pub(super) fn group(&self) -> Option<&ProcessGroup> {
+        self.parallel.as_ref().map(DataParallel::group)
+    }
+
     pub(super) fn world_size(&self) -> usize {
-        self.parallel.as_ref().map_or(1, |p| p.group().world_size())
+        self.group().map_or(1, ProcessGroup::world_size)
     }
 
     pub(super) fn rank(&self) -> usize {
-        self.parallel.as_ref().map_or(0, |p| p.group().rank())
-    }
-
-    pub(super) fn amp(&self) -> bool {
-        self.scaler.is_some()
+        self.group().map_or(0, ProcessGroup::rank)
     }
 
     /// Marks this rank as waiting on its peers (a step, a gathering) until
-    /// dropped, so that a peer whose heartbeat stops meanwhile is named.
+    /// dropped, so that a peer that is lost or stalls meanwhile is named.
     /// Never around checkpoint writing: a peer that finished may exit then.
     pub(super) fn in_flight(&self) -> Option<InFlight> {
-        self.parallel.as_ref().map(|p| p.group().in_flight())
+        self.group().map(ProcessGroup::in_flight)
+    }
+
+    /// Tells the peers' watchers that this rank's training moved.
+    fn record_progress(&self) {
+        if let Some(group) = self.group() {
+            group.record_progress(Some(self.state.optimizer_step as u64));
+        }
     }
 
     /// Trains from the current state to `train.epochs`.
@@ -252,7 +290,7 @@ impl Trainer {
 
     /// Runs the remaining batches of `epoch`: its timings, or `None` when stopped early.
     fn train_epoch(&mut self, epoch: usize, observer: &mut dyn Observer) -> Result<Option<EpochMeter>> {
-        self.network.set_train(true)?;
+        self.stepper.network.set_train(true)?;
         let accumulation = self.config.train.grad_accumulation;
         let limit = self.config.train.max_steps_per_epoch.map_or(usize::MAX, |m| m * accumulation);
         let batches = self.train_loader.batches_per_epoch().min(limit);
@@ -274,7 +312,12 @@ impl Trainer {
             let position = self.state.batch_in_epoch;
             let last_of_group = (position + 1).is_multiple_of(accumulation) || position + 1 == batches;
             let waiting_on_peers = self.in_flight();
-            self.train_batch(&batch, epoch, last_of_group, &mut meter)?;
+            let at = BatchAt { epoch, batch: position, rank: self.rank() };
+            if self.stepper.train_batch(&self.config, &batch, at, last_of_group, self.parallel.as_mut())? {
+                self.state.epoch_loss_count += 1;
+                meter.images += batch.len();
+                meter.group_has_gradients = true;
+            }
             self.stream_position = batch.resume.take();
             let mut stop = false;
             if last_of_group && std::mem::take(&mut meter.group_has_gradients) {
@@ -283,6 +326,7 @@ impl Trainer {
             drop(waiting_on_peers);
             meter.compute += computed.elapsed();
             self.state.batch_in_epoch += 1;
+            self.record_progress();
             observer.on_event(&TrainEvent::BatchTrained);
             waited_since = Instant::now();
             if stop {
@@ -294,6 +338,113 @@ impl Trainer {
             observer.on_event(&TrainEvent::Warning(&message));
         }
         Ok(Some(meter))
+    }
+
+    /// One optimizer step, then the faults planned for it and the ranks'
+    /// agreement on stopping, then (every `train.log_every` steps) the
+    /// figures. Returns whether to stop.
+    fn optimizer_step(&mut self, epoch: usize, meter: &EpochMeter, observer: &mut dyn Observer) -> Result<bool> {
+        let hyper = self.stepper.optimizer_step(&self.config, self.state.optimizer_step, self.parallel.as_ref())?;
+        self.state.optimizer_step += 1;
+        self.steps_taken += 1;
+        let step = self.state.optimizer_step as u64;
+        self.record_progress();
+        let point = FaultPoint::Step { step, taken: self.steps_taken };
+        self.faults.strike(point, self.rank(), self.group().map(ProcessGroup::liveness));
+        let stop = self.agreement.after_step(step, self.group())?;
+        if self.state.optimizer_step.is_multiple_of(self.config.train.log_every) {
+            // Logged before it is checked: the step that stops the run is on the record too.
+            let figures = self.read_unchecked()?;
+            let at = StepAt {
+                step: self.state.optimizer_step,
+                hyper,
+                mean_loss: self.mean_loss(&figures),
+                images_per_second: meter.images_per_second(),
+                data_wait_fraction: meter.wait_fraction(),
+            };
+            observer.on_event(&TrainEvent::Step(&self.stepper.step_log(&self.config, at, &figures)));
+            self.check(&figures, epoch)?;
+        }
+        Ok(stop)
+    }
+
+    /// The figures, read and checked (a non-finite fp32 loss or too many
+    /// skipped steps in a row stop the run here).
+    pub(super) fn read_figures(&mut self, epoch: usize) -> Result<HostFigures> {
+        let figures = self.read_unchecked()?;
+        self.check(&figures, epoch)?;
+        Ok(figures)
+    }
+
+    /// The figures as the ranks' sums; the skip counters are kept in the state.
+    fn read_unchecked(&mut self) -> Result<HostFigures> {
+        let figures = self.stepper.figures.read_all(self.parallel.as_ref())?;
+        self.state.skipped_steps = figures.skipped_steps;
+        self.state.skipped_in_a_row = figures.skipped_in_a_row;
+        Ok(figures)
+    }
+
+    /// The error that stops the run when `figures` do, naming where it stands.
+    fn check(&self, figures: &HostFigures, epoch: usize) -> Result<()> {
+        let Some(failure) = self.stepper.failure(&self.config, figures) else { return Ok(()) };
+        let (epoch, batch, step) = (epoch + 1, self.state.batch_in_epoch + 1, self.state.optimizer_step);
+        let kept = self.kept_checkpoint();
+        Err(match failure {
+            Failure::NonFinite => {
+                TrainError::NonFiniteLoss { value: "NaN or infinite".into(), epoch, batch, step, kept }
+            }
+            Failure::Diverged(skipped) => TrainError::Diverged { skipped, epoch, batch, step, kept },
+        })
+    }
+
+    /// The epoch's mean loss so far: per global batch, over the finite ones.
+    pub(super) fn mean_loss(&self, figures: &HostFigures) -> f64 {
+        let world = self.world_size() as f64;
+        let batches = self.state.epoch_loss_count as f64 - figures.non_finite / world;
+        let per_global_batch = if self.stepper.objective.sums_over_batch() { 1.0 } else { world };
+        figures.loss_sum / per_global_batch / batches.max(1.0)
+    }
+
+    fn kept_checkpoint(&self) -> String {
+        let last = self.checkpointer.dir("last");
+        if last.exists() {
+            format!("The last good checkpoint is kept at {}.", last.display())
+        } else {
+            "No checkpoint was written yet.".to_string()
+        }
+    }
+
+    /// Writes `checkpoints/<name>` (on rank 0) and returns its path. The
+    /// figures are read first: a diverged or non-finite run is never saved.
+    pub(super) fn checkpoint(&mut self, name: &str, epoch: usize, observer: &mut dyn Observer) -> Result<PathBuf> {
+        let waiting_on_peers = self.in_flight();
+        let figures = self.read_figures(epoch)?;
+        self.state.stream = gather_positions(
+            self.stream_position.as_ref(),
+            self.state.batch_in_epoch > 0,
+            self.parallel.as_ref(),
+            self.device(),
+        )?;
+        drop(waiting_on_peers);
+        self.state.epoch_loss_sum = figures.loss_sum;
+        self.state.adaptive = self.stepper.adaptive;
+        self.state.grad_scaler = self.stepper.scaler.as_ref().map(GradScaler::state);
+        self.state.world_size = self.world_size();
+        self.state.data = Some(self.fingerprint.clone());
+        if !self.is_main() {
+            return Ok(self.checkpointer.dir(name));
+        }
+        let parts = CheckpointParts {
+            network: &self.stepper.network,
+            ema: &self.stepper.ema,
+            optimizer: &self.stepper.optimizer,
+            state: &self.state,
+            config: &self.config,
+        };
+        let group = self.parallel.as_ref().map(DataParallel::group);
+        let dir = self.checkpointer.write(name, &parts, self.state.optimizer_step as u64, group)?;
+        observer.on_event(&TrainEvent::CheckpointWritten { name, path: &dir });
+        Ok(dir)
     }
 }
 

@@ -38,7 +38,6 @@ impl Fixture {
             format!("data.path={}", self.dir.path().join("data").display()),
             "data.image_size=32".into(),
             "data.batch_size=16".into(),
-            "data.threads=2".into(),
             "device=cpu".into(),
             "train.log_every=1".into(),
         ]

@@ -5,13 +5,15 @@
 Answers what huggingface_hub asks of `{endpoint}/{repo}/resolve/{revision}/{name}`: a HEAD with
 the commit hash, ETag and size, then the GET of the bytes (an LFS file's ETag is its SHA-256).
 Any other path is a 404 with the hub's "entry not found" header. Prints its port, then serves
-until killed; prints each request line to stderr.
+until killed; prints each request line to stderr. With FAKE_HUB_BYTES_PER_SECOND set, bodies are
+sent at that rate, so that a download is still running when a test acts on it.
 """
 
 import hashlib
 import http.server
 import os
 import sys
+import time
 
 
 def main():
@@ -43,7 +45,15 @@ def main():
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             if body:
-                self.wfile.write(data)
+                rate = int(os.environ.get("FAKE_HUB_BYTES_PER_SECOND", "0"))
+                if not rate:
+                    self.wfile.write(data)
+                    return
+                chunk = max(1, rate // 20)
+                for start in range(0, len(data), chunk):
+                    self.wfile.write(data[start:start + chunk])
+                    self.wfile.flush()
+                    time.sleep(0.05)
 
         def do_HEAD(self):
             self.answer(body=False)

@@ -7,7 +7,7 @@ mod report;
 
 use anyhow::{Context, Result};
 use asl::data::sources::{write_synthetic, SynthConfig};
-use asl::model::{export_timm, ModelConfig, TimmExport};
+use asl::model::{export_timm, ExportWatch, ModelConfig, TimmExport};
 use asl::train::{prepare, Observer, Outcome, RunOptions, TrainConfig, TrainEvent};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -118,7 +118,7 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
             seed,
             progress: false,
         };
-        let model = export_timm(&request, &args.out.join(format!("models/seed{seed}")))?;
+        let model = export_timm(&request, &args.out.join(format!("models/seed{seed}")), &ExportWatch::unwatched())?;
         for (i, entry) in entries.iter().enumerate() {
             println!("== {}, seed {seed}", entry.name);
             results[i].push(train_once(args, &data, &model, seed, i, &entry.loss)?);

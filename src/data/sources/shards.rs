@@ -24,6 +24,10 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
 /// Large reads keep a network file system streaming.
 const READ_BUFFER: usize = 1 << 20;
+/// The largest tar member read into memory: no image a training set holds
+/// comes near it, and a corrupt header claiming more is refused before
+/// anything is allocated.
+pub const MAX_MEMBER_BYTES: u64 = 1 << 30;
 
 /// What `asl pack` writes beside the shards.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -253,11 +257,13 @@ fn shard_paths(spec: &Path, options: &ShardOptions) -> Result<Vec<PathBuf>> {
 
 /// `<split>-*.tar` in `dir`, or every `.tar` of a directory given for this split alone.
 fn directory_shards(dir: &Path, options: &ShardOptions) -> Result<Vec<PathBuf>> {
-    let mut tars: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io_error(dir))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "tar") && p.is_file())
-        .collect();
+    let mut tars: Vec<PathBuf> = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let path = entry.map_err(io_error(dir))?.path();
+        if path.extension().is_some_and(|e| e == "tar") && path.is_file() {
+            tars.push(path);
+        }
+    }
     tars.sort();
     let prefix = format!("{}-", options.split);
     let of_split: Vec<PathBuf> = tars
@@ -415,6 +421,7 @@ pub fn read_samples(
         message: e.to_string(),
     };
     let mut file = std::fs::File::open(path).map_err(|e| failure(offset, None, &e))?;
+    let file_bytes = file.metadata().map_err(|e| failure(offset, None, &e))?.len();
     let offset = if skip == 0 {
         offset
     } else {
@@ -450,6 +457,20 @@ pub fn read_samples(
             current = Some(RawSample { key: key.to_string(), start: header_start, ..RawSample::default() });
         }
         let sample = current.as_mut().expect("a sample was just started");
+        let data_start = offset + entry.raw_file_position();
+        let left = file_bytes.saturating_sub(data_start);
+        if entry.size() > left.min(MAX_MEMBER_BYTES) {
+            let message = format!(
+                "member {name} claims {} bytes, but the shard holds {left} after its header{}",
+                entry.size(),
+                if entry.size() > MAX_MEMBER_BYTES {
+                    format!(" and members are read up to {MAX_MEMBER_BYTES}")
+                } else {
+                    String::new()
+                }
+            );
+            return Err(failure(header_start, last_whole.clone(), &message));
+        }
         let mut bytes = Vec::with_capacity(entry.size() as usize);
         entry.read_to_end(&mut bytes).map_err(|e| failure(header_start, last_whole.clone(), &e))?;
         if bytes.len() as u64 != entry.size() {
@@ -476,6 +497,23 @@ mod tests {
         assert_eq!(expand_braces("plain.tar").unwrap(), ["plain.tar"]);
         assert!(expand_braces("a-{3..1}.tar").unwrap_err().contains("backwards"));
         assert!(expand_braces("a-{1..2.tar").unwrap_err().contains("unclosed"));
+    }
+
+    #[test]
+    fn a_header_claiming_more_than_the_shard_holds_is_refused_before_anything_is_allocated() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut header = tar::Header::new_ustar();
+        header.set_path("x.png").unwrap();
+        header.set_size(1 << 40);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        let mut bytes = header.as_bytes().to_vec();
+        bytes.extend_from_slice(&[7u8; 4096]);
+        let path = dir.path().join("huge.tar");
+        std::fs::write(&path, &bytes).unwrap();
+        let failure = read_samples(&path, 0, 0, 1, &mut |_| true).unwrap_err();
+        assert_eq!(failure.offset, 0);
+        assert_eq!(failure.message, "member x.png claims 1099511627776 bytes, but the shard holds 4096 after its header and members are read up to 1073741824");
     }
 
     #[test]
