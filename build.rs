@@ -7,13 +7,15 @@
 //! directly, so CUDA would never be reported available (tch-rs #907, #980).
 //!
 //! It also tells the tests what this machine has that some of them need
-//! (the real COCO slice beside the checkout, strace), so that those tests
+//! (the real COCO slice beside the checkout, strace, Chromium), so that those tests
 //! are reported as ignored, with the reason, rather than passing unrun.
 
 use std::path::{Path, PathBuf};
 
 /// The real COCO slice the data tests read, outside the repository.
 const COCO_MINI: &str = "../shared/data/coco-mini/annotations/instances_val2017.json";
+/// Debian's Chromium, which the reports' browser tests drive.
+const CHROMIUM: &str = "/usr/bin/chromium";
 
 fn main() {
     detect_test_prerequisites();
@@ -38,6 +40,7 @@ fn main() {
 fn detect_test_prerequisites() {
     println!("cargo::rustc-check-cfg=cfg(asl_coco_mini)");
     println!("cargo::rustc-check-cfg=cfg(asl_strace)");
+    println!("cargo::rustc-check-cfg=cfg(asl_chromium)");
     let target = Path::new(COCO_MINI);
     // The deepest folder that exists changes when the next one down appears.
     if let Some(deepest) = target.ancestors().skip(1).find(|p| !p.as_os_str().is_empty() && p.is_dir()) {
@@ -51,6 +54,11 @@ fn detect_test_prerequisites() {
     let path = std::env::var_os("PATH").unwrap_or_default();
     if std::env::split_paths(&path).any(|dir| dir.join("strace").is_file()) {
         println!("cargo:rustc-cfg=asl_strace");
+    }
+    // The reports' browser tests drive the system's Chromium (`.ci/run` installs it before building).
+    if Path::new(CHROMIUM).is_file() {
+        println!("cargo:rerun-if-changed={CHROMIUM}");
+        println!("cargo:rustc-cfg=asl_chromium");
     }
 }
 

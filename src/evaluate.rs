@@ -10,7 +10,7 @@
 use crate::data::{DataError, Loader, Normalization, Skipped, UnknownInValidation, UNKNOWN};
 use crate::distributed::{DistError, ProcessGroup};
 use crate::loss::{batch_sums, LossError, ProbabilityStats};
-use crate::metrics::{MetricsError, MetricsReport, ScoredLabels, TOP_K};
+use crate::metrics::{MetricsError, MetricsReport, ScoredLabels, TOP_5, TOP_K};
 use crate::model::{ModelError, Network};
 use tch::{Device, Kind, Tensor};
 
@@ -64,6 +64,25 @@ pub struct EvaluateOptions {
     pub threshold: f32,
     /// Whether labels that are not verified are left out or counted as negatives.
     pub unknowns: UnknownInValidation,
+    /// Single-label data: the report adds top-1, top-5 and macro-F1.
+    pub single_label: bool,
+}
+
+impl EvaluateOptions {
+    /// The report of the whole split's scored labels.
+    fn report(&self, scored: &ScoredLabels) -> Result<MetricsReport, MetricsError> {
+        let report = MetricsReport::compute(scored, self.threshold)?;
+        Ok(if self.single_label { report.with_single_label(scored) } else { report })
+    }
+
+    /// How many best classes each image keeps: the top-3 metrics', or top-5's for single-label data.
+    fn top_k(&self) -> usize {
+        if self.single_label {
+            TOP_K.max(TOP_5)
+        } else {
+            TOP_K
+        }
+    }
 }
 
 /// Runs `network` in eval mode over every batch of `loader`, reporting
@@ -82,7 +101,7 @@ pub fn evaluate(
     let device = network.device();
     let normalization = input_normalization(network)?;
     let classes = loader.num_classes();
-    let mut scored = ScoredLabels::new(classes, TOP_K);
+    let mut scored = ScoredLabels::new(classes, options.top_k());
     let mut sums = Tensor::f_zeros([4], (Kind::Double, device))?;
     let mut epoch = loader.epoch(0, 0);
     for batch in epoch.by_ref() {
@@ -112,14 +131,14 @@ pub fn evaluate(
     let mut skipped = epoch.skipped();
     let mut stats = ProbabilityStats::from_sums(&Vec::<f64>::try_from(sums.f_to_device(Device::Cpu)?)?);
     let Some(group) = group else {
-        let report = MetricsReport::compute(&scored, options.threshold)?;
+        let report = options.report(&scored)?;
         return match report.images {
             0 => Err(EvaluateError::NothingScored(skipped)),
             _ => Ok(Evaluation { report, stats, scored, skipped }),
         };
     };
     sum_over_ranks(group, device, &mut stats, &mut skipped)?;
-    let (report, scored) = report_on_rank_0(group, device, scored, options.threshold, skipped)?;
+    let (report, scored) = report_on_rank_0(group, device, scored, &options, skipped)?;
     Ok(Evaluation { report, stats, scored, skipped })
 }
 
@@ -153,7 +172,7 @@ fn report_on_rank_0(
     group: &ProcessGroup,
     device: Device,
     scored: ScoredLabels,
-    threshold: f32,
+    options: &EvaluateOptions,
     skipped: usize,
 ) -> Result<(MetricsReport, ScoredLabels)> {
     let on_group = group.tensor_device(device);
@@ -161,7 +180,7 @@ fn report_on_rank_0(
         Some(shares) => {
             let shares = shares.iter().map(|s| ScoredLabels::from_bytes(s)).collect::<Result<Vec<_>, _>>()?;
             let whole = ScoredLabels::concat(shares)?;
-            let report = (whole.rows() > 0).then(|| MetricsReport::compute(&whole, threshold)).transpose()?;
+            let report = (whole.rows() > 0).then(|| options.report(&whole)).transpose()?;
             (whole, report)
         }
         None => (scored, None),

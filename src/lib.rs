@@ -5,6 +5,7 @@
 //! front end over it.
 
 pub mod atomic;
+pub mod audit;
 pub mod config;
 pub mod curves;
 pub mod data;
@@ -17,4 +18,5 @@ pub mod model;
 pub mod monitor;
 mod native;
 pub mod ops;
+pub mod report;
 pub mod train;

@@ -20,6 +20,9 @@ enum Command {
     LossCurves(cli::loss_curves::LossCurvesArgs),
     /// Train a TorchScript network with the Asymmetric Loss (the paper's recipe in configs/).
     Train(cli::train::TrainArgs),
+    /// Find likely missing and wrong training labels: K-fold out-of-sample probabilities, ranked suspects, an
+    /// offline contact sheet and a relabeled recipe.
+    Audit(cli::audit::AuditArgs),
     /// Score a model on a labelled split: mAP, CP/CR/CF1/OP/OR/OF1, top-3, per-class AP.
     Validate(cli::validate::ValidateArgs),
     /// Predict labels for images, directories or lists of images, as JSON Lines.
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
     let host_memory = asl::host_memory::keep_freed_memory();
     let result = match cli.command {
         Command::Train(args) => cli::train::run(&args),
+        Command::Audit(args) => cli::audit::run(&args),
         Command::LossCurves(args) => cli::loss_curves::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Info(args) => cli::info::run(&args, host_memory).map(|()| ExitCode::SUCCESS),
         Command::Export(args) => cli::export::run(&args).map(|()| ExitCode::SUCCESS),

@@ -146,6 +146,10 @@ impl TensorBoard {
             ("val/OR", Some(t.or)),
             ("val/OF1", Some(t.of1)),
             ("val/delta_p", model.stats.delta()),
+            ("val/top1", record.single_label.map(|s| s.top1)),
+            ("val/top1_ema", record.single_label.and_then(|s| s.top1_ema)),
+            ("val/top5", record.single_label.map(|s| s.top5)),
+            ("val/macro_F1", record.single_label.map(|s| s.macro_f1)),
             ("data/skipped_train", Some(record.skipped_train as f64)),
             ("data/skipped_val", Some(record.skipped_val as f64)),
         ];

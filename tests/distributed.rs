@@ -237,6 +237,7 @@ fn stop_agreement_rank(out: &Path) {
         heartbeat_timeout: Duration::from_secs(30),
         stall_timeout: Duration::from_secs(60),
         on_lost_rank: None,
+        scope: "agreement".into(),
     };
     let group = asl::distributed::ProcessGroup::join(&launch, &options).unwrap();
     let mut stopped_after = None;

@@ -106,6 +106,12 @@ fn top_k_metrics_by_hand() {
     // top-3 of 3 classes predicts everything: recall 100, precision = positives / labels.
     let all = ThresholdMetrics::compute(&scored(&matrix, 3), Selection::TopK(3)).unwrap();
     assert!(close(all.or, 100.0) && close(all.op, 500.0 / 9.0), "{all:?}");
+    // A row that kept more classes (single-label runs keep 5 for top-5) gives the same top-1,
+    // and asking for more than it kept is refused, naming both.
+    let wide = scored(&matrix, 3);
+    assert_eq!(ThresholdMetrics::compute(&wide, Selection::TopK(1)).unwrap(), m);
+    let refused = ThresholdMetrics::compute(&scored(&matrix, 2), Selection::TopK(3)).unwrap_err().to_string();
+    assert!(refused.contains("at most the 2 best classes") && refused.contains("k = 3"), "{refused}");
 }
 
 #[test]

@@ -297,8 +297,11 @@ fn two_ranks_gather_sparse_validation_equal_to_one_rank_and_the_run_moves_to_a_l
     );
     let run = runs.join("two");
     let gathered = state(&run).history[0].map.unwrap();
-    // One process scores the same checkpoint over the whole validation split.
-    let json = validate_report(&run.join("checkpoints/last"), &data, &["--batch-size", "8", "--source", "openimages"]);
+    // One process scores the same checkpoint over the whole validation split, its data read as the run read
+    // it (no --source: the checkpoint's config says openimages).
+    let json = validate_report(&run.join("checkpoints/last"), &data, &["--batch-size", "8"]);
+    let origins = json["data"].as_str().unwrap();
+    assert!(origins.starts_with("data: source openimages (the checkpoint's "), "{origins}");
     let alone = json["average_precision"]["map"].as_f64().unwrap();
     assert!((alone - gathered).abs() < 1e-6, "2 ranks {gathered} vs 1 rank {alone}");
     let labels: usize = json["scores"].as_array().unwrap().iter().map(|i| i["labels"].as_array().unwrap().len()).sum();

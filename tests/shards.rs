@@ -433,7 +433,13 @@ fn two_torchrun_ranks_train_on_shards_validate_from_shards_and_resume_a_preempte
     let history = state(&reference).history;
     assert_eq!(history.len(), 3);
     // The validation the two ranks gathered is the whole split's: one process scoring it alone agrees.
-    let report = validate_report(&reference.join("checkpoints/last"), &shards, &["--source", "shards"]);
+    // No --source: the checkpoint's config says shards; --split says which.
+    let report = validate_report(&reference.join("checkpoints/last"), &shards, &["--split", "val"]);
+    let origins = report["data"].as_str().unwrap();
+    assert!(
+        origins.starts_with("data: source shards (the checkpoint's ") && origins.contains("split val (--split)"),
+        "{origins}"
+    );
     let alone = report["average_precision"]["map"].as_f64().unwrap();
     assert!((alone - history[2].map.unwrap()).abs() < 1e-4, "validate {alone}, training {:?}", history[2].map);
     assert_eq!(report["images"].as_u64(), Some(40));

@@ -4,9 +4,11 @@
 
 mod common;
 
+use asl::data::{DataConfig, Split};
 use asl::train::{prepare, Observer, Outcome, RunOptions, TrainConfig, TrainEvent};
 use common::python::run_python;
 use common::training::{epoch_line, state, text, Fixture};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 #[test]
@@ -75,6 +77,106 @@ fn ctrl_c_writes_a_checkpoint_mid_epoch_and_exits_to_be_continued() {
     assert!(text(&output).contains("Continue with: asl train --resume"), "{}", text(&output));
     let saved = state(&f.runs().join("interrupted"));
     assert_eq!((saved.optimizer_step, saved.epoch, saved.batch_in_epoch), (8, 1, 2), "{saved:?}");
+}
+
+/// Writes `<split>.csv` beside the fixture's images: each image with one label, its first positive,
+/// keeping only the images whose label is in `classes` when given. Returns the list and its labels.
+fn single_label_list(
+    f: &Fixture,
+    split: Split,
+    classes: Option<&BTreeSet<String>>,
+) -> (std::path::PathBuf, BTreeSet<String>) {
+    let root = f.dir.path().join("data");
+    let data = DataConfig { path: Some(root.clone()), ..DataConfig::default() };
+    let dataset = data.load_split(split).unwrap();
+    let (mut csv, mut seen) = (String::from("path,labels\n"), BTreeSet::new());
+    for i in 0..dataset.len() {
+        let first = dataset.labels().positives(i).next().expect("every synthetic image shows a shape");
+        let label = dataset.class_names[first as usize].replace(' ', "_");
+        if classes.is_some_and(|c| !c.contains(&label)) {
+            continue;
+        }
+        let path = dataset.path(i);
+        csv += &format!("{},{label}\n", path.strip_prefix(&root).unwrap().display());
+        seen.insert(label);
+    }
+    let list = root.join(format!("{split:?}.csv").to_lowercase());
+    std::fs::write(&list, csv).unwrap();
+    (list, seen)
+}
+
+#[test]
+fn single_label_runs_report_top1_top5_and_macro_f1_and_keep_the_best_by_top1() {
+    let f = Fixture::new();
+    let (train, classes) = single_label_list(&f, Split::Train, None);
+    let (val, _) = single_label_list(&f, Split::Val, Some(&classes));
+    let sets = [
+        "loss={kind: single_label}".to_string(),
+        "data.source=list".into(),
+        format!("data.path={}", train.display()),
+        format!("data.val_path={}", val.display()),
+        "train.epochs=3".into(),
+        "schedule.scheduled_epochs=3".into(),
+    ];
+    let args: Vec<String> = sets.iter().flat_map(|s| ["--set".to_string(), s.clone()]).collect();
+    let output = f.run("single-label", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output));
+    let line = epoch_line(&output, 1);
+    assert!(line.contains("top-1 ") && line.contains("top-1(EMA)") && line.contains("top-5 "), "{line}");
+    assert!(line.contains("macro-F1") && !line.contains("mAP"), "{line}");
+    assert!(stdout.contains("best top-1 "), "{stdout}");
+    let run = f.runs().join("single-label");
+    let saved = state(&run);
+    let headline = |r: &asl::train::checkpoint::EpochRecord| r.headline().unwrap();
+    // The first epoch to reach the highest top-1 is kept: a later tie is no improvement.
+    let top = saved.history.iter().map(headline).fold(f64::NEG_INFINITY, f64::max);
+    let best = saved.history.iter().find(|r| headline(r) == top).unwrap();
+    assert_eq!((saved.best_epoch, saved.best_map), (Some(best.epoch), Some(headline(best))), "best by top-1");
+    for record in &saved.history {
+        let single = record.single_label.unwrap();
+        assert!(single.top1 <= single.top5 && (0.0..=100.0).contains(&single.macro_f1), "{record:?}");
+    }
+    // TensorBoard has them, per epoch.
+    let script = format!(
+        "from tensorboard.backend.event_processing.event_accumulator import EventAccumulator\n\
+         acc = EventAccumulator('{}'); acc.Reload()\n\
+         print(' '.join(f'{{t}}={{len(acc.Scalars(t))}}' for t in ['val/top1', 'val/top1_ema', 'val/top5', 'val/macro_F1']))",
+        run.join("tensorboard").display()
+    );
+    assert_eq!(run_python(&["-c", &script]).trim(), "val/top1=3 val/top1_ema=3 val/top5=3 val/macro_F1=3");
+    // `asl validate` of the checkpoint reports them too, without being told the run was single-label.
+    let validated = std::process::Command::new(env!("CARGO_BIN_EXE_asl"))
+        .args(["validate", "--device", "cpu", "--model"])
+        .arg(run.join("checkpoints/last"))
+        .arg("--data")
+        .arg(&val)
+        .output()
+        .unwrap();
+    assert!(validated.status.success(), "{}", text(&validated));
+    let report = String::from_utf8_lossy(&validated.stdout);
+    let last = saved.history.last().unwrap().single_label.unwrap();
+    assert!(
+        report.contains(&format!("top-1 {:.2}  top-5 {:.2}  macro-F1 {:.2}", last.top1, last.top5, last.macro_f1)),
+        "{report}"
+    );
+    assert!(report.contains("data: source list (the checkpoint's"), "{report}");
+    // The validation list holds fewer classes than training saw: it is read in the model's class order,
+    // and data whose classes are not the model's is refused, naming the first that differs.
+    let elsewhere = std::process::Command::new(env!("CARGO_BIN_EXE_asl"))
+        .args(["validate", "--device", "cpu", "--source", "coco", "--model"])
+        .arg(run.join("checkpoints/last"))
+        .arg("--data")
+        .arg(f.dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!elsewhere.status.success());
+    let first = classes.iter().next().unwrap();
+    assert!(
+        text(&elsewhere).contains(&format!("first differ at class 0 ({first:?} in the model, ")),
+        "{}",
+        text(&elsewhere)
+    );
 }
 
 #[test]

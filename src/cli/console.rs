@@ -70,14 +70,26 @@ impl Observer for Console {
             TrainEvent::ValidationProgress { images } => self.bar.inc(*images as u64),
             TrainEvent::EpochFinished { record, .. } => {
                 self.bar.finish_and_clear();
+                let scores = match &record.single_label {
+                    Some(s) => format!(
+                        "top-1 {:.2}  top-1(EMA) {}  top-5 {:.2}  macro-F1 {:.2}",
+                        s.top1,
+                        cell(s.top1_ema),
+                        s.top5,
+                        s.macro_f1
+                    ),
+                    None => format!(
+                        "mAP {}  mAP(EMA) {}  CF1 {:.2}  OF1 {:.2}",
+                        cell(record.map),
+                        cell(record.map_ema),
+                        record.cf1,
+                        record.of1
+                    ),
+                };
                 println!(
-                    "epoch {:>3}  loss {:.4}  mAP {}  mAP(EMA) {}  CF1 {:.2}  OF1 {:.2}  Δp {}  γ- {:.3}  {:.0}s {:.1} img/s data-wait {:.1}%",
+                    "epoch {:>3}  loss {:.4}  {scores}  Δp {}  γ- {:.3}  {:.0}s {:.1} img/s data-wait {:.1}%",
                     record.epoch,
                     record.train_loss,
-                    cell(record.map),
-                    cell(record.map_ema),
-                    record.cf1,
-                    record.of1,
                     cell(record.delta_p),
                     record.gamma_neg,
                     record.seconds,

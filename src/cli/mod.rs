@@ -1,5 +1,6 @@
 //! One module per subcommand: its arguments and how it calls the library.
 
+pub mod audit;
 pub mod console;
 pub mod data_args;
 pub mod export;

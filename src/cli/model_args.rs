@@ -2,6 +2,9 @@
 
 use anyhow::{bail, Result};
 use asl::model::{resolve_device, Network, EMA_FILE, MODEL_FILE};
+
+/// The config a checkpoint directory holds beside its model (`asl train` writes it).
+const CONFIG_FILE: &str = "config.yaml";
 use clap::Args;
 use std::path::PathBuf;
 
@@ -33,6 +36,13 @@ impl ModelArgs {
             bail!("--ema needs a checkpoint directory, but {} is a file", self.model.display());
         }
         Ok(self.model.clone())
+    }
+
+    /// The config of the run the model was trained in, when `--model` is a
+    /// checkpoint directory or a file inside one (`config.yaml` beside it).
+    pub fn checkpoint_config(&self) -> Option<PathBuf> {
+        let dir = if self.model.is_dir() { self.model.clone() } else { self.model.parent()?.to_path_buf() };
+        Some(dir.join(CONFIG_FILE)).filter(|p| p.is_file())
     }
 
     /// Loads the network in eval mode and returns it with the input size to

@@ -122,7 +122,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
 /// rank blocked in a Gloo collective. `_exit`, once the message is out: the
 /// handler runs on the watcher's thread while libtorch's threads are live,
 /// so no exit handlers or destructors may run.
-fn exit_on_lost_rank() -> LostRankHandler {
+pub(super) fn exit_on_lost_rank() -> LostRankHandler {
     LostRankHandler(Arc::new(|lost: &LostRank| {
         let _ = writeln!(std::io::stderr(), "rank {}: error: {lost}", lost.rank);
         let _ = std::io::stdout().flush();
@@ -135,7 +135,7 @@ fn exit_on_lost_rank() -> LostRankHandler {
 /// The faults `ASL_FAULT` asks for (tests of preemption and restarts);
 /// none in a restarted attempt, so that a fault that ended the first
 /// attempt does not end the restart.
-fn faults(restarts: u32) -> Result<FaultPlan> {
+pub(super) fn faults(restarts: u32) -> Result<FaultPlan> {
     match std::env::var("ASL_FAULT") {
         Ok(spec) if restarts == 0 => FaultPlan::parse(&spec).map_err(anyhow::Error::msg),
         _ => Ok(FaultPlan::default()),
@@ -191,24 +191,34 @@ fn auto_resume(config: &TrainConfig, run_dir: &Path) -> Result<Option<PathBuf>> 
     Ok(Some(last))
 }
 
-fn print_table(history: &[EpochRecord], best_epoch: Option<usize>, best_map: Option<f64>) {
+/// The end table: mAP columns, or top-1, top-5 and macro-F1 for a single-label run.
+fn print_table(history: &[EpochRecord], best_epoch: Option<usize>, best: Option<f64>) {
+    let single = history.iter().any(|r| r.single_label.is_some());
+    let headers = if single { ["top-1", "top-1(EMA)", "top-5", "mF1"] } else { ["mAP", "mAP(EMA)", "CF1", "OF1"] };
     println!(
-        "\n{:>5} {:>9} {:>7} {:>9} {:>7} {:>7} {:>7} {:>7}",
-        "epoch", "loss", "mAP", "mAP(EMA)", "CF1", "OF1", "Δp", "γ-"
+        "\n{:>5} {:>9} {:>7} {:>10} {:>7} {:>7} {:>7} {:>7}",
+        "epoch", "loss", headers[0], headers[1], headers[2], headers[3], "Δp", "γ-"
     );
     for r in history {
         let marker = if Some(r.epoch) == best_epoch { " *" } else { "" };
+        let scores = match &r.single_label {
+            Some(s) => {
+                [format!("{:.2}", s.top1), cell(s.top1_ema), format!("{:.2}", s.top5), format!("{:.2}", s.macro_f1)]
+            }
+            None => [cell(r.map), cell(r.map_ema), format!("{:.2}", r.cf1), format!("{:.2}", r.of1)],
+        };
         println!(
-            "{:>5} {:>9.4} {:>7} {:>9} {:>7.2} {:>7.2} {:>7} {:>7.3}{marker}",
+            "{:>5} {:>9.4} {:>7} {:>10} {:>7} {:>7} {:>7} {:>7.3}{marker}",
             r.epoch,
             r.train_loss,
-            cell(r.map),
-            cell(r.map_ema),
-            r.cf1,
-            r.of1,
+            scores[0],
+            scores[1],
+            scores[2],
+            scores[3],
             cell(r.delta_p),
             r.gamma_neg
         );
     }
-    println!("best mAP {} at epoch {} (* above)", cell(best_map), best_epoch.map_or("-".into(), |e| e.to_string()));
+    let what = if single { "top-1" } else { "mAP" };
+    println!("best {what} {} at epoch {} (* above)", cell(best), best_epoch.map_or("-".into(), |e| e.to_string()));
 }

@@ -23,7 +23,8 @@ pub struct PlotLabels<'a> {
     pub y: &'a str,
 }
 
-const PALETTE: [RGBColor; 6] = [
+/// The series colours of every chart asl draws (matplotlib's first six).
+pub(crate) const PALETTE: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -32,7 +33,9 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
-fn register_embedded_font() {
+/// Registers the embedded DejaVu font as `sans-serif`, once: plotters then
+/// lays out text with no system font.
+pub(crate) fn register_embedded_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // The font bytes are a known-valid TTF shipped by the dejavu crate.

@@ -3,6 +3,7 @@
 
 use super::error::Result;
 use super::normalize::Normalization;
+use super::split::SplitData;
 use super::stream::StreamPosition;
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
@@ -31,6 +32,8 @@ pub struct Batch {
     pub indices: Vec<usize>,
     /// For shards, each sample's key (empty for image files, which `indices` name).
     pub keys: Vec<String>,
+    /// For shards, the shard of each key.
+    pub key_shards: Vec<u32>,
     /// For shards, where the epoch stands after this batch: what a checkpoint stores to resume.
     pub resume: Option<StreamPosition>,
     /// Samples of this batch that could not be read (non-strict mode).
@@ -49,6 +52,17 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.indices.is_empty()
+    }
+
+    /// The name each sample goes by in `data`, the split it came from: its
+    /// image file, or `<shard>/<key>`.
+    pub fn names(&self, data: &SplitData) -> Vec<PathBuf> {
+        match data {
+            SplitData::Files(dataset) => self.indices.iter().map(|&i| dataset.path(i)).collect(),
+            SplitData::Shards(set) => {
+                self.key_shards.iter().zip(&self.keys).map(|(&s, k)| set.sample_path(s, k)).collect()
+            }
+        }
     }
 
     /// `[N, 3, S, S]` float on `device`, scaled to [0, 1] and normalised,

@@ -2,8 +2,10 @@
 //! loader settings.
 
 use super::error::{DataError, Result};
+use super::folds::{FoldConfig, FoldPart};
 use super::labels::Unlisted;
 use super::loader::{LoaderConfig, Shard};
+use super::overrides::LabelOverrides;
 use super::sources::{
     load_list, load_voc, CocoOptions, CocoSplit, CrowdPolicy, DifficultPolicy, ListOptions, OpenImagesOptions,
     OpenImagesSplit, ShardOptions, ShardSet,
@@ -15,6 +17,7 @@ use crate::config::{at_least_one, key_error, Validate};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -99,6 +102,13 @@ pub struct DataConfig {
     pub unknown_in_validation: UnknownInValidation,
     /// Training augmentation, applied after the resize (validation has none).
     pub augment: AugmentConfig,
+    /// Train on every fold of a K-fold split of the training split but one ({count, index, seed}); `asl audit`
+    /// sets it for each of its folds. Images are assigned to folds (shards, for a streamed split) by a seeded
+    /// shuffle. null trains on the whole split.
+    pub fold: Option<FoldConfig>,
+    /// A CSV of `image,class,label` corrections (label 1, 0 or unknown) laid over the training split's own
+    /// labels, as `asl audit` writes for its relabeled.yaml; null uses the labels as the source gives them.
+    pub label_overrides: Option<PathBuf>,
 }
 
 impl Default for DataConfig {
@@ -127,6 +137,8 @@ impl Default for DataConfig {
             machine_label_threshold: None,
             unknown_in_validation: UnknownInValidation::Skip,
             augment: AugmentConfig::default(),
+            fold: None,
+            label_overrides: None,
         }
     }
 }
@@ -157,7 +169,70 @@ pub enum Split {
 impl DataConfig {
     /// The train or validation split this section describes: image files
     /// indexed up front, or shards found (not read) for streaming.
+    /// The training split's folds other than `data.fold`'s held-out one
+    /// (all of it without `data.fold`), with `data.label_overrides` laid
+    /// over it.
     pub fn open_split(&self, split: Split) -> Result<SplitData> {
+        self.open_part(split, FoldPart::Training)
+    }
+
+    /// The training split's held-out fold (`data.fold`): what the fold's model predicts.
+    pub fn open_held_out(&self) -> Result<SplitData> {
+        if self.fold.is_none() {
+            let message = "no fold is held out: set data.fold".to_string();
+            return Err(DataError::Option { name: "data.fold", message });
+        }
+        self.open_part(Split::Train, FoldPart::HeldOut)
+    }
+
+    fn open_part(&self, split: Split, part: FoldPart) -> Result<SplitData> {
+        let mut data = self.open_whole(split)?;
+        if split == Split::Train {
+            self.select_training(&mut data, part)?;
+        }
+        Ok(data)
+    }
+
+    /// `data.fold`'s part of the training split and `data.label_overrides` over it.
+    fn select_training(&self, data: &mut SplitData, part: FoldPart) -> Result<()> {
+        let overrides = match &self.label_overrides {
+            Some(path) => Some(Arc::new(LabelOverrides::read(path, data.class_names())?)),
+            None => None,
+        };
+        match data {
+            SplitData::Files(dataset) => {
+                let dataset = Arc::make_mut(dataset);
+                if let Some(fold) = &self.fold {
+                    fold.select(dataset, part)?;
+                }
+                if let Some(overrides) = &overrides {
+                    let found = overrides.apply(dataset);
+                    if found < overrides.images() {
+                        let path = self.label_overrides.as_deref().unwrap_or(std::path::Path::new("")).display();
+                        dataset.notes.push(format!(
+                            "{} of the {} images {path} corrects are not in the training split (they are named by \
+                             their paths as the dataset names them)",
+                            overrides.images() - found,
+                            overrides.images()
+                        ));
+                    }
+                }
+            }
+            SplitData::Shards(set) => {
+                let set = Arc::make_mut(set);
+                if let Some(fold) = &self.fold {
+                    fold.select_shards(set, part)?;
+                }
+                if let Some(overrides) = overrides {
+                    set.partial |= overrides.marks_unknown();
+                    set.overrides = Some(overrides);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn open_whole(&self, split: Split) -> Result<SplitData> {
         if self.source != SourceKind::Shards {
             return Ok(self.load_split(split)?.into());
         }

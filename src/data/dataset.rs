@@ -178,6 +178,19 @@ impl Dataset {
         (self.names, self.name_ends) = (names, ends);
     }
 
+    /// Rewrites every image's labels: `edit(path, entries)` may change the
+    /// image's listed entries ([`encode`]d), which are then stored as
+    /// [`Labels::push`] stores them.
+    pub fn relabel(&mut self, mut edit: impl FnMut(&Path, &mut Vec<u32>)) {
+        let mut labels = Labels::with_capacity(self.len(), self.labels.total());
+        for index in 0..self.len() {
+            let mut entries: Vec<u32> = self.labels.listed(index).map(|(c, s)| encode(c, s)).collect();
+            edit(&self.path(index), &mut entries);
+            labels.push(&mut entries);
+        }
+        self.labels = labels;
+    }
+
     /// Gives back the memory the arrays reserved ahead while growing.
     pub fn shrink_to_fit(&mut self) {
         self.names.shrink_to_fit();

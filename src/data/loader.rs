@@ -390,12 +390,12 @@ impl Producer {
                 return Err(DataError::Decode { path: skipped.path.clone(), message: skipped.reason.clone() });
             }
         }
-        let keys = (slots.iter().zip(&outcomes))
+        let (key_shards, keys) = (slots.iter().zip(&outcomes))
             .filter_map(|(slot, outcome)| match slot {
-                Slot::Shard { item, .. } if outcome.is_none() => Some(item.key.clone()),
+                Slot::Shard { item, .. } if outcome.is_none() => Some((item.shard, item.key.clone())),
                 _ => None,
             })
-            .collect();
+            .unzip();
         let ids: Vec<usize> = slots.iter().map(Slot::id).collect();
         let (kept, skipped) = compact(&mut images, &mut targets, &ids, outcomes, pixels_per_image, classes);
         Ok(Batch {
@@ -403,6 +403,7 @@ impl Producer {
             targets,
             indices: kept,
             keys,
+            key_shards,
             resume,
             skipped,
             position,
@@ -427,7 +428,11 @@ impl Producer {
                 }
                 Slot::Shard { set, item } => {
                     let raw = item.content.as_ref().map_err(Clone::clone)?;
-                    let (image, sample) = raw.parse(set)?;
+                    let (image, mut sample) = raw.parse(set)?;
+                    if let Some(overrides) = &set.overrides {
+                        overrides
+                            .apply_to_sample(&set.sample_path(item.shard, &raw.key).display().to_string(), &mut sample);
+                    }
                     sample.write_targets(set.unlisted, row);
                     decode_rgb_from(image, buffers).map_err(|message| format!("cannot decode the image: {message}"))?
                 }

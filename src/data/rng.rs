@@ -15,6 +15,8 @@ pub enum Stream {
     Shards = 4,
     /// The shuffle buffer's draws.
     ShuffleBuffer = 5,
+    /// The assignment of images or shards to K folds.
+    Folds = 6,
 }
 
 pub fn sample_rng(stream: Stream, seed: u64, epoch: u64, index: u64) -> ChaCha8Rng {

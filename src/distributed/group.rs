@@ -43,6 +43,9 @@ pub struct GroupOptions {
     pub stall_timeout: Duration,
     /// Told after the group was aborted for a lost peer.
     pub on_lost_rank: Option<LostRankHandler>,
+    /// Keeps this group's store keys apart from another group's of the same
+    /// launch and attempt (the run's name: an audit trains one run per fold).
+    pub scope: String,
 }
 
 pub struct ProcessGroup {
@@ -85,7 +88,8 @@ impl ProcessGroup {
             (Backend::Gloo, _) => -1,
         };
         let host = CString::new(launch.master_addr.as_str()).map_err(|e| join_error(e.to_string()))?;
-        let prefix = CString::new(format!("asl/attempt_{}", launch.attempt)).expect("no NUL in the prefix");
+        let prefix = format!("asl/attempt_{}/{}", launch.attempt, options.scope);
+        let prefix = CString::new(prefix).map_err(|e| join_error(format!("the group's scope: {e}")))?;
         let timeout_s = i32::try_from(timeout.as_secs().max(1)).unwrap_or(i32::MAX);
         let mut raw = std::ptr::null_mut();
         // SAFETY: the strings outlive the call; `raw` is written on success only.

@@ -12,8 +12,8 @@ pub enum MetricsError {
     NonFiniteScore { value: f32, row: usize, col: usize },
     #[error("target at [{row}, {col}] is {value}; expected 1 (positive), 0 (negative) or -1 (unknown, ignored)")]
     InvalidTarget { value: f32, row: usize, col: usize },
-    #[error("top-k needs k >= 1 and at most the {classes} classes, got k = {k}")]
-    InvalidTopK { k: usize, classes: usize },
+    #[error("top-k needs k >= 1 and at most the {kept} best classes kept per image, got k = {k}")]
+    InvalidTopK { k: usize, kept: usize },
     #[error("{0}")]
     Corrupt(String),
     #[error(transparent)]

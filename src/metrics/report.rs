@@ -4,6 +4,7 @@
 use super::average_precision::per_class_average_precision;
 use super::error::Result;
 use super::scored::ScoredLabels;
+use super::single_label::SingleLabelMetrics;
 use super::threshold::{Selection, ThresholdMetrics};
 use serde::{Deserialize, Serialize};
 
@@ -38,19 +39,38 @@ pub struct MetricsReport {
     pub average_precision: MeanAveragePrecision,
     pub at_threshold: ThresholdMetrics,
     pub top_k: ThresholdMetrics,
+    /// Top-1, top-5 and macro-F1, for single-label data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub single_label: Option<SingleLabelMetrics>,
 }
 
 impl MetricsReport {
     /// Scores must be probabilities in [0, 1] for the threshold metrics to
-    /// mean anything; the top-k metrics take the k `scored` kept.
+    /// mean anything; the top-k metrics take the best `TOP_K` classes
+    /// `scored` kept (fewer where it kept fewer).
     pub fn compute(scored: &ScoredLabels, threshold: f32) -> Result<Self> {
         Ok(Self {
             images: scored.rows(),
             classes: scored.classes(),
             average_precision: MeanAveragePrecision::compute(scored),
             at_threshold: ThresholdMetrics::compute(scored, Selection::Threshold(threshold))?,
-            top_k: ThresholdMetrics::compute(scored, Selection::TopK(scored.k()))?,
+            top_k: ThresholdMetrics::compute(scored, Selection::TopK(scored.k().min(TOP_K)))?,
+            single_label: None,
         })
+    }
+
+    /// The report of single-label data: with top-1, top-5 and macro-F1.
+    pub fn with_single_label(mut self, scored: &ScoredLabels) -> Self {
+        self.single_label = SingleLabelMetrics::compute(scored);
+        self
+    }
+
+    /// The score that picks the best checkpoint: top-1 for single-label data, else mAP.
+    pub fn headline(&self) -> Option<f64> {
+        match &self.single_label {
+            Some(single) => Some(single.top1),
+            None => self.map(),
+        }
     }
 
     pub fn map(&self) -> Option<f64> {
@@ -68,6 +88,9 @@ impl std::fmt::Display for MetricsReport {
         write!(f, " over {} images, {} classes", self.images, self.classes)?;
         if ap.classes_without_positives > 0 {
             write!(f, " ({} without positives, excluded)", ap.classes_without_positives)?;
+        }
+        if let Some(single) = &self.single_label {
+            write!(f, "\n{single}")?;
         }
         for m in [&self.at_threshold, &self.top_k] {
             write!(

@@ -49,7 +49,8 @@ struct Counts {
 }
 
 impl ThresholdMetrics {
-    /// Over the verified labels of `scored`; `TopK(k)` needs the `k` the labels were scored with.
+    /// Over the verified labels of `scored`; `TopK(k)` takes each image's `k`
+    /// best, so it needs `k` no larger than the classes `scored` kept.
     pub fn compute(scored: &ScoredLabels, selection: Selection) -> Result<Self> {
         let counts = count(scored, selection)?;
         let scored: Vec<&Counts> = counts.iter().filter(|c| c.positives > 0).collect();
@@ -76,15 +77,15 @@ impl ThresholdMetrics {
 fn count(scored: &ScoredLabels, selection: Selection) -> Result<Vec<Counts>> {
     let classes = scored.classes();
     if let Selection::TopK(k) = selection {
-        if k == 0 || k > classes || k != scored.k() {
-            return Err(MetricsError::InvalidTopK { k, classes });
+        if k == 0 || k > scored.k() {
+            return Err(MetricsError::InvalidTopK { k, kept: scored.k() });
         }
     }
     let mut counts = vec![Counts::default(); classes];
     for label in scored.labels() {
         let predicted = match selection {
             Selection::Threshold(t) => label.score >= t,
-            Selection::TopK(_) => scored.top(label.row).contains(&label.class),
+            Selection::TopK(k) => scored.top(label.row)[..k].contains(&label.class),
         };
         let c = &mut counts[label.class as usize];
         c.positives += usize::from(label.positive);

@@ -69,6 +69,7 @@ pub fn prepare(config: TrainConfig, options: RunOptions, observer: &mut dyn Obse
                 heartbeat_timeout: Duration::from_secs(config.distributed.heartbeat_timeout_s),
                 stall_timeout: Duration::from_secs(config.distributed.stall_timeout_s),
                 on_lost_rank,
+                scope: config.name.clone(),
             };
             let launch = launch.clone();
             let join = move || ProcessGroup::join(&launch, &options);

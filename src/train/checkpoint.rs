@@ -48,6 +48,29 @@ pub struct EpochRecord {
     /// Optimizer steps the AMP grad scaler has skipped in the run so far.
     #[serde(default)]
     pub skipped_steps: usize,
+    /// Single-label runs: the model's top-1, top-5 and macro-F1 (× 100), and the EMA's top-1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub single_label: Option<SingleLabelRecord>,
+}
+
+/// A single-label epoch's metrics, × 100.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SingleLabelRecord {
+    pub top1: f64,
+    pub top5: f64,
+    pub macro_f1: f64,
+    pub top1_ema: Option<f64>,
+}
+
+impl EpochRecord {
+    /// The score the best checkpoint is chosen by, the better of the model's
+    /// and the EMA's: top-1 for a single-label run, else mAP.
+    pub fn headline(&self) -> Option<f64> {
+        match &self.single_label {
+            Some(single) => Some(single.top1_ema.map_or(single.top1, |ema| ema.max(single.top1))),
+            None => self.map.into_iter().chain(self.map_ema).reduce(f64::max),
+        }
+    }
 }
 
 /// Where training stands; everything needed besides the tensors.
@@ -80,6 +103,7 @@ pub struct TrainState {
     /// The training split the run read: a mid-epoch resume needs the same files or shards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<SplitFingerprint>,
+    /// The best epoch's score: its mAP, or its top-1 for a single-label run ([`EpochRecord::headline`]).
     pub best_map: Option<f64>,
     pub best_epoch: Option<usize>,
     pub adaptive: Option<AdaptiveAsymmetry>,

@@ -1,6 +1,7 @@
 //! The end of an epoch: validation of the model and its EMA, the epoch's
 //! record, and checkpoints (rank 0 writes them).
 
+use super::checkpoint::{EpochRecord, SingleLabelRecord};
 use super::error::Result;
 use super::observer::{Observer, Scored, TrainEvent};
 use super::trainer::{EpochMeter, Trainer};
@@ -29,7 +30,7 @@ impl Trainer {
             None => (meter.images as f64, self.state.epoch_skipped),
         };
         drop(waiting_on_peers);
-        let record = super::checkpoint::EpochRecord {
+        let record = EpochRecord {
             epoch: epoch + 1,
             train_loss,
             map: model.report.map(),
@@ -44,9 +45,15 @@ impl Trainer {
             skipped_train,
             skipped_val: model.skipped,
             skipped_steps: figures.skipped_steps,
+            single_label: model.report.single_label.as_ref().map(|single| SingleLabelRecord {
+                top1: single.top1,
+                top5: single.top5,
+                macro_f1: single.macro_f1,
+                top1_ema: ema.report.single_label.as_ref().map(|e| e.top1),
+            }),
         };
         observer.on_event(&TrainEvent::EpochFinished { record: &record, model: &model });
-        let best_of_two = record.map.into_iter().chain(record.map_ema).reduce(f64::max);
+        let best_of_two = record.headline();
         let improved = best_of_two.is_some_and(|m| self.state.best_map.is_none_or(|b| m > b));
         if improved {
             self.state.best_map = best_of_two;

@@ -177,6 +177,7 @@ impl Trainer {
             amp: stepper.amp(),
             threshold: config.train.threshold as f32,
             unknowns: config.data.unknown_in_validation,
+            single_label: matches!(config.loss, LossConfig::SingleLabel(_)),
         };
         let fingerprint = train_loader.data().fingerprint();
         Ok(Self {

@@ -100,6 +100,8 @@ pub struct ShardSet {
     pub shards: Vec<ShardFile>,
     /// Shards the manifest did not list, counted at open, for the run's log.
     pub notes: Vec<String>,
+    /// Corrections laid over the samples' own labels as they are read (`data.label_overrides`).
+    pub overrides: Option<std::sync::Arc<crate::data::LabelOverrides>>,
 }
 
 impl ShardSet {
@@ -144,7 +146,7 @@ impl ShardSet {
         let unlisted = manifest.as_ref().map_or(options.unlisted, |m| m.unlisted);
         let partial = unlisted == Unlisted::Unknown || manifest.as_ref().is_some_and(|m| m.lists_unknown);
         let class_index = class_names.iter().enumerate().map(|(i, c)| (c.clone(), i as u32)).collect();
-        Ok(Self { class_names, class_index, unlisted, partial, shards, notes })
+        Ok(Self { class_names, class_index, unlisted, partial, shards, notes, overrides: None })
     }
 
     /// Samples in the split.
