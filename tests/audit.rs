@@ -5,7 +5,8 @@
 //! the relabeled recipe trained from another directory, the contact sheet
 //! loaded in a real headless browser; refusals that write nothing; a
 //! stopped audit that continues to the same outputs; shards audited shard
-//! by shard.
+//! by shard; VOC folders, CSV lists and Open Images audited and their
+//! relabeled recipes trained.
 
 mod common;
 
@@ -281,4 +282,140 @@ fn validate_report_of_a_checkpoint_is_an_offline_page_of_where_the_model_fails()
         assert!(html.contains(section), "no {section:?} in the page");
     }
     check_offline_page(&page, "validation_report");
+}
+
+/// The synthetic COCO training and validation splits of `root`: each image's path and class names.
+fn coco_labels(root: &Path) -> [(String, Vec<(PathBuf, Vec<String>)>); 2] {
+    use asl::data::sources::{CocoOptions, CocoSplit};
+    ["train", "val"].map(|split| {
+        let dataset = CocoSplit::find(root, split).unwrap().load(&CocoOptions::default()).unwrap();
+        let images = (0..dataset.len())
+            .map(|i| {
+                let sample = dataset.sample(i);
+                (sample.path, sample.positives.iter().map(|&c| dataset.class_names[c as usize].clone()).collect())
+            })
+            .collect();
+        (split.to_string(), images)
+    })
+}
+
+/// The synthetic images of `coco` in the `VOCdevkit/VOC2007` layout, synthetic class k named as VOC's k-th
+/// class: JPEGImages/<id>.jpg, Annotations/<id>.xml, ImageSets/Main/{train,val}.txt.
+fn write_voc(coco: &Path, root: &Path) {
+    use asl::data::sources::VOC_CLASSES;
+    let names = asl::data::sources::synthetic_class_names(12);
+    for dir in ["JPEGImages", "Annotations", "ImageSets/Main"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    for (split, images) in coco_labels(coco) {
+        let mut ids = String::new();
+        for (path, labels) in images {
+            let id = path.file_stem().unwrap().to_str().unwrap().to_string();
+            std::fs::copy(&path, root.join(format!("JPEGImages/{id}.jpg"))).unwrap();
+            let objects: String = labels
+                .iter()
+                .map(|l| VOC_CLASSES[names.iter().position(|n| n == l).unwrap()])
+                .map(|name| format!("<object><name>{name}</name><difficult>0</difficult></object>"))
+                .collect();
+            std::fs::write(root.join(format!("Annotations/{id}.xml")), format!("<annotation>{objects}</annotation>"))
+                .unwrap();
+            ids += &format!("{id}\n");
+        }
+        std::fs::write(root.join(format!("ImageSets/Main/{split}.txt")), ids).unwrap();
+    }
+}
+
+/// The synthetic images of `coco` as `path,labels` lists beside them, labels separated by `;` (the class
+/// names hold spaces): (train list, val list).
+fn write_lists(coco: &Path) -> (PathBuf, PathBuf) {
+    let [train, val] = coco_labels(coco).map(|(split, images)| {
+        let list = coco.join(format!("{split}.csv"));
+        let mut writer = csv::Writer::from_path(&list).unwrap();
+        writer.write_record(["path", "labels"]).unwrap();
+        for (path, labels) in images {
+            let relative = path.strip_prefix(coco).unwrap().to_str().unwrap().to_string();
+            writer.write_record([relative, labels.join(";")]).unwrap();
+        }
+        writer.flush().unwrap();
+        list
+    });
+    (train, val)
+}
+
+/// `asl synth` into `out` with `extra` (32 px, 64 training images, 12 classes).
+fn synth(out: &Path, extra: &[&str]) {
+    let mut made = asl();
+    made.args(["synth", "--out"]).arg(out).args(["--train-images", "64", "--val-images", "24", "--classes", "12"]);
+    let made = made.args(["--image-size", "32"]).args(extra).output().unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+}
+
+#[test]
+fn voc_folders_lists_and_open_images_are_audited_and_their_relabeled_recipes_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let coco = dir.path().join("coco");
+    synth(&coco, &["--format", "jpeg"]);
+    let voc = dir.path().join("VOC2007");
+    write_voc(&coco, &voc);
+    let (train_list, val_list) = write_lists(&coco);
+    let openimages = dir.path().join("openimages");
+    synth(&openimages, &["--layout", "openimages"]);
+    let val_path = format!("data.val_path={}", val_list.display());
+    let sources: [(&str, &Path, Vec<&str>, usize); 3] = [
+        ("voc", &voc, vec!["--set", "data.source=voc"], 20),
+        (
+            "list",
+            &train_list,
+            vec!["--set", "data.source=list", "--set", "data.label_separator=;", "--set", &val_path],
+            12,
+        ),
+        ("openimages", &openimages, vec!["--set", "data.source=openimages"], 12),
+    ];
+    let small =
+        ["--folds", "2", "--set", "data.image_size=32", "--set", "data.batch_size=16", "--set", "train.epochs=1"];
+    for (source, data, sets, classes) in sources {
+        let out = dir.path().join(format!("audit-{source}"));
+        let output = audit(data, &out, &[&small[..], &sets].concat());
+        assert!(output.status.success(), "{source}: {}", text(&output));
+        for file in asl::audit::OUTPUTS {
+            assert!(out.join(file).is_file(), "{source}: no {file} in {}", out.display());
+        }
+        let images = lines(&out.join("images.txt"));
+        assert_eq!(lines(&out.join("classes.txt")).len(), classes, "{source}");
+        assert!(images.len() >= 60, "{source}: {} images out of sample", images.len());
+        let suspects: Vec<csv::StringRecord> =
+            csv::Reader::from_path(out.join("suspects.csv")).unwrap().records().map(Result::unwrap).collect();
+        assert!(!suspects.is_empty(), "{source}: no suspects");
+        assert!(suspects.iter().all(|s| images.contains(&s[0].to_string())), "{source}: a suspect names no image");
+        if source == "openimages" {
+            assert!(suspects.iter().any(|s| &s[2] == "unknown"), "{source}: unverified labels are audited too");
+            assert!(suspects.iter().all(|s| &s[2] != "unknown" || &s[5] == "missing"), "{source}");
+        }
+
+        // The relabeled recipe as it is, and the same recipe correcting the 20 most suspect labels: every
+        // correction finds its image, by the name the audit gave it.
+        let relabeled = out.join("relabeled.yaml");
+        let edited = out.join("edited_labels.csv");
+        let mut writer = csv::Writer::from_path(&edited).unwrap();
+        writer.write_record(["image", "class", "label"]).unwrap();
+        for s in suspects.iter().take(20) {
+            writer.write_record([&s[0], &s[1], "unknown"]).unwrap();
+        }
+        writer.flush().unwrap();
+        let edited_set = format!("data.label_overrides={}", edited.display());
+        for extra in [vec![], vec!["--set", edited_set.as_str()]] {
+            let elsewhere = tempfile::tempdir().unwrap();
+            let trained = Command::new(env!("CARGO_BIN_EXE_asl"))
+                .current_dir(elsewhere.path())
+                .args(["train", "--no-progress", "--config"])
+                .arg(&relabeled)
+                .args(["--set", "train.epochs=1", "--runs"])
+                .arg(elsewhere.path().join("runs"))
+                .args(&extra)
+                .output()
+                .unwrap();
+            assert!(trained.status.success(), "{source}: {}", text(&trained));
+            assert!(!text(&trained).contains("are not in the training split"), "{source}: {}", text(&trained));
+        }
+    }
 }
