@@ -62,7 +62,7 @@ bench: venv
 	$(PYTHON) bench/report.py
 
 # asl audit against the raw probability, cleanlab and in-sample probabilities on synthetic data with known
-# label corruptions, and relabeled.yaml against the noisy labels: about 10 minutes on 2 cores.
+# label corruptions, and relabeled.yaml against the noisy labels (8 seeds): about 16 minutes on 2 cores.
 bench-audit: build
 	bash bench/audit.sh
 
