@@ -284,8 +284,11 @@ fn validate_report_of_a_checkpoint_is_an_offline_page_of_where_the_model_fails()
     check_offline_page(&page, "validation_report");
 }
 
-/// The synthetic COCO training and validation splits of `root`: each image's path and class names.
-fn coco_labels(root: &Path) -> [(String, Vec<(PathBuf, Vec<String>)>); 2] {
+/// Each image of a split: its path and its classes' names.
+type LabelledImages = Vec<(PathBuf, Vec<String>)>;
+
+/// The synthetic COCO training and validation splits of `root`, by split name.
+fn coco_labels(root: &Path) -> [(String, LabelledImages); 2] {
     use asl::data::sources::{CocoOptions, CocoSplit};
     ["train", "val"].map(|split| {
         let dataset = CocoSplit::find(root, split).unwrap().load(&CocoOptions::default()).unwrap();
