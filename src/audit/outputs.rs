@@ -7,8 +7,8 @@
 use super::predict::{ImagePrediction, Kept};
 use super::run::{AuditOptions, AuditSummary};
 use super::score::{
-    calibrate, flipped, image_suspicion, is_flipped, strong_missing, suspects, ClassCalibration, LabelScore, Observed,
-    Suspect, SuspectKind,
+    calibrate, flipped, image_suspicion, most_suspect, relabelled, strong_missing, ClassCalibration, LabelScore,
+    Observed, Suspect, SuspectKind,
 };
 use super::{AuditError, Result};
 use crate::atomic::{write_atomically, write_bytes_atomically};
@@ -40,23 +40,21 @@ pub(super) fn write_outputs(
     let labels: Vec<LabelScore> =
         assembled.predictions.iter().enumerate().flat_map(|(row, p)| p.labels(row as u32)).collect();
     let calibration = calibrate(&labels, classes);
-    let found = suspects(&labels, &calibration);
-    let flipped = flipped(&found, &calibration);
+    let relabelled = relabelled(&labels, &calibration);
+    let flipped = flipped(&relabelled, classes);
     write_probabilities(out, assembled)?;
     write_lines(&out.join("images.txt"), assembled.predictions.iter().map(|p| p.image.as_str()))?;
     write_lines(&out.join("classes.txt"), assembled.class_names.iter().map(String::as_str))?;
-    let listed = &found[..found.len().min(options.max_suspects)];
-    write_suspects(&out.join("suspects.csv"), listed, assembled)?;
+    let listed = most_suspect(&labels, &calibration, options.max_suspects, |_| true);
+    write_suspects(&out.join("suspects.csv"), &listed, assembled)?;
     write_image_suspicion(
         &out.join("image_suspicion.csv"),
         &image_suspicion(&labels, assembled.predictions.len()),
         assembled,
     )?;
-    let relabelled: Vec<&Suspect> =
-        found.iter().filter(|s| is_flipped(s, &calibration[s.label.class as usize])).collect();
     let (marked_unknown, added_positives) = write_relabeled(out, config, &relabelled, assembled)?;
-    let of_kind = |kind| found.iter().filter(move |s| s.kind == kind).take(SHOWN_SUSPECTS).copied();
-    let shown: Vec<Suspect> = of_kind(SuspectKind::Missing).chain(of_kind(SuspectKind::Wrong)).collect();
+    let of_kind = |kind| most_suspect(&labels, &calibration, SHOWN_SUSPECTS, |s| s.kind == kind);
+    let shown: Vec<Suspect> = [of_kind(SuspectKind::Missing), of_kind(SuspectKind::Wrong)].concat();
     let page = contact_sheet(assembled, &shown, &calibration, &flipped);
     let report = crate::report::audit_page(&page).map_err(AuditError::Report)?;
     let path = out.join("report.html");
@@ -196,7 +194,7 @@ fn write_image_suspicion(path: &Path, scores: &[f64], assembled: &Assembled) -> 
 fn write_relabeled(
     out: &Path,
     config: &TrainConfig,
-    relabelled: &[&Suspect],
+    relabelled: &[Suspect],
     assembled: &Assembled,
 ) -> Result<(usize, usize)> {
     let labels = absolute(&out.join("relabeled_labels.csv"));

@@ -23,6 +23,8 @@
 //! the label's opposite (p for a negative, 1 − p for a positive).
 
 use serde::Serialize;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 
 /// A label as the dataset states it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -235,34 +237,90 @@ pub fn judge(label: &LabelScore, calibration: &ClassCalibration) -> (f64, Suspec
     }
 }
 
-/// Every label with a positive score, most suspect first: by score, then
-/// by how far its raw probability leans the suspected way, then image and class.
-pub fn suspects(labels: &[LabelScore], calibration: &[ClassCalibration]) -> Vec<Suspect> {
-    let mut found: Vec<Suspect> = labels
+/// The order of suspects, most suspect first: by score, then by how far
+/// the raw probability leans the suspected way, then image and class (so
+/// that the order is total and the outputs reproducible).
+fn rank(a: &Suspect, b: &Suspect) -> Ordering {
+    let lean = |s: &Suspect| match s.kind {
+        SuspectKind::Missing => s.label.probability,
+        SuspectKind::Wrong => 1.0 - s.label.probability,
+    };
+    (b.score.total_cmp(&a.score))
+        .then(lean(b).total_cmp(&lean(a)))
+        .then(a.label.image.cmp(&b.label.image))
+        .then(a.label.class.cmp(&b.label.class))
+}
+
+/// A suspect ordered by [`rank`], for the bounded heap of [`most_suspect`]:
+/// the greatest is the least suspect.
+struct Ranked(Suspect);
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        rank(&self.0, &other.0)
+    }
+}
+
+/// Each label judged against its class, those with a positive score.
+fn judged<'a>(labels: &'a [LabelScore], calibration: &'a [ClassCalibration]) -> impl Iterator<Item = Suspect> + 'a {
+    labels
         .iter()
         .map(|label| {
             let (score, kind) = judge(label, &calibration[label.class as usize]);
             Suspect { label: *label, score, kind }
         })
         .filter(|s| s.score > 0.0)
-        .collect();
-    let lean = |s: &Suspect| match s.kind {
-        SuspectKind::Missing => s.label.probability,
-        SuspectKind::Wrong => 1.0 - s.label.probability,
-    };
-    found.sort_by(|a, b| {
-        (b.score.total_cmp(&a.score))
-            .then(lean(b).total_cmp(&lean(a)))
-            .then(a.label.image.cmp(&b.label.image))
-            .then(a.label.class.cmp(&b.label.class))
-    });
+}
+
+/// The `limit` most suspect labels that `keep` admits, most suspect first.
+/// Only `limit` suspects are held at a time, not one per label: with a
+/// smooth curve every label scores above zero, and a split of Open Images
+/// holds hundreds of millions of labels.
+pub fn most_suspect(
+    labels: &[LabelScore],
+    calibration: &[ClassCalibration],
+    limit: usize,
+    keep: impl Fn(&Suspect) -> bool,
+) -> Vec<Suspect> {
+    let mut heap = BinaryHeap::new();
+    for suspect in judged(labels, calibration).filter(|s| keep(s)) {
+        if heap.len() < limit {
+            heap.push(Ranked(suspect));
+        } else if let Some(mut least) = heap.peek_mut() {
+            if rank(&suspect, &least.0) == Ordering::Less {
+                *least = Ranked(suspect);
+            }
+        }
+    }
+    heap.into_sorted_vec().into_iter().map(|r| r.0).collect()
+}
+
+/// The labels [`is_flipped`] relabels, most suspect first.
+pub fn relabelled(labels: &[LabelScore], calibration: &[ClassCalibration]) -> Vec<Suspect> {
+    let mut found: Vec<Suspect> =
+        judged(labels, calibration).filter(|s| is_flipped(s, &calibration[s.label.class as usize])).collect();
+    found.sort_by(rank);
     found
 }
 
-/// The suspects [`is_flipped`] relabels, per class.
-pub fn flipped(suspects: &[Suspect], calibration: &[ClassCalibration]) -> Vec<usize> {
-    let mut counts = vec![0; calibration.len()];
-    for suspect in suspects.iter().filter(|s| is_flipped(s, &calibration[s.label.class as usize])) {
+/// How many of `relabelled` each of the `classes` holds.
+pub fn flipped(relabelled: &[Suspect], classes: usize) -> Vec<usize> {
+    let mut counts = vec![0; classes];
+    for suspect in relabelled {
         counts[suspect.label.class as usize] += 1;
     }
     counts
@@ -378,7 +436,7 @@ mod tests {
             label(4, 1, Observed::Unknown, 0.31),
         ];
         let calibration = calibrate(&labels, 2);
-        let found = suspects(&labels, &calibration);
+        let found = most_suspect(&labels, &calibration, usize::MAX, |_| true);
         // Image 3's class 1 at 0.31 sits among its class's positives: suspect, though class 0's negative at 0.4
         // has the higher raw probability and is a plain negative of its class.
         let missing = |image, class| {
@@ -387,7 +445,7 @@ mod tests {
         assert!(missing(3, 1), "{found:?}");
         let rank = |image, class| found.iter().position(|s| (s.label.image, s.label.class) == (image, class));
         assert!(rank(3, 1) < rank(3, 0), "{found:?}");
-        let relabelled: Vec<_> = found.iter().filter(|s| is_flipped(s, &calibration[s.label.class as usize])).collect();
+        let relabelled = relabelled(&labels, &calibration);
         assert!(relabelled.iter().all(|s| s.label.class == 1) && !relabelled.is_empty(), "class 0 is clean: {found:?}");
         // The unknown label is judged as a missing one; only observed positives are ever wrong.
         assert!(found.iter().any(|s| s.label.observed == Observed::Unknown && s.kind == SuspectKind::Missing));
@@ -405,9 +463,9 @@ mod tests {
             label(4, 0, Observed::Negative, 0.01),
         ];
         let calibration = calibrate(&labels, 1);
-        let found = suspects(&labels, &calibration);
+        let found = most_suspect(&labels, &calibration, usize::MAX, |_| true);
         assert_eq!((found[0].label.image, found[0].kind), (2, SuspectKind::Wrong), "{found:?}");
-        let flipped = flipped(&found, &calibration);
+        let flipped = flipped(&relabelled(&labels, &calibration), 1);
         assert_eq!(flipped, [1], "{found:?}");
         assert!((calibration[0].noise_rate(flipped[0]) - 0.2).abs() < 1e-12);
     }
@@ -423,11 +481,41 @@ mod tests {
         let labels: Vec<LabelScore> =
             scored.iter().chain(&more).enumerate().map(|(i, &(o, q))| label(i as u32, 0, o, q)).collect();
         let calibration = calibrate(&labels, 1);
-        let found = suspects(&labels, &calibration);
+        let found = most_suspect(&labels, &calibration, usize::MAX, |_| true);
         let wrong = |image| found.iter().find(|s| s.label.image == image && s.kind == SuspectKind::Wrong).unwrap();
         let ratio = 7.0 / 4.0;
         assert!(wrong(2).score > ratio * (1.0 - wrong(2).score), "the curve alone would relabel it: {found:?}");
         assert!(!is_flipped(wrong(2), &calibration[0]) && is_flipped(wrong(3), &calibration[0]), "{found:?}");
+    }
+
+    #[test]
+    fn the_bounded_selection_keeps_the_head_of_the_full_order() {
+        // Two classes of drawn labels, probabilities repeated so that scores tie and the tie-breaks decide.
+        let labels: Vec<LabelScore> = drawn(600, [1.0, 0.5, -1.0])
+            .into_iter()
+            .enumerate()
+            .map(|(i, (p, positive))| {
+                let observed = if positive { Observed::Positive } else { Observed::Negative };
+                label((i / 2) as u32, (i % 2) as u32, observed, (p * 20.0).round() / 20.0)
+            })
+            .collect();
+        let calibration = calibrate(&labels, 2);
+        let mut every: Vec<Suspect> = judged(&labels, &calibration).collect();
+        every.sort_by(rank);
+        assert_eq!(most_suspect(&labels, &calibration, usize::MAX, |_| true), every);
+        for limit in [0, 1, 7, 100, 599, 600, 601] {
+            assert_eq!(
+                most_suspect(&labels, &calibration, limit, |_| true),
+                every[..limit.min(every.len())],
+                "{limit}"
+            );
+        }
+        let wrong: Vec<Suspect> = every.iter().filter(|s| s.kind == SuspectKind::Wrong).take(9).copied().collect();
+        assert_eq!(most_suspect(&labels, &calibration, 9, |s| s.kind == SuspectKind::Wrong), wrong);
+        let flips: Vec<Suspect> =
+            every.iter().filter(|s| is_flipped(s, &calibration[s.label.class as usize])).copied().collect();
+        assert!(!flips.is_empty());
+        assert_eq!(relabelled(&labels, &calibration), flips);
     }
 
     #[test]
