@@ -39,6 +39,13 @@ fn corrupted(dir: &Path, train: usize) -> (PathBuf, PathBuf) {
     (data, truth)
 }
 
+/// `asl train --config RECIPE` for 1 epoch, run from `dir` (runs in `dir`/runs), with `extra`.
+fn train_from(dir: &Path, recipe: &Path, extra: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_asl"));
+    command.current_dir(dir).args(["train", "--no-progress", "--config"]).arg(recipe);
+    command.args(["--set", "train.epochs=1", "--runs"]).arg(dir.join("runs")).args(extra).output().unwrap()
+}
+
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path).unwrap().lines().map(String::from).collect()
 }
@@ -110,14 +117,7 @@ fn an_audit_of_a_corrupted_coco_folder_writes_its_outputs_and_finds_the_corrupti
     let relabeled = out.join("relabeled.yaml");
     let yaml = std::fs::read_to_string(&relabeled).unwrap();
     assert!(yaml.contains(&format!("label_overrides: {}", out.join("relabeled_labels.csv").display())), "{yaml}");
-    let trained = Command::new(env!("CARGO_BIN_EXE_asl"))
-        .current_dir(elsewhere.path())
-        .args(["train", "--no-progress", "--config"])
-        .arg(&relabeled)
-        .args(["--set", "train.epochs=1", "--runs"])
-        .arg(elsewhere.path().join("runs"))
-        .output()
-        .unwrap();
+    let trained = train_from(elsewhere.path(), &relabeled, &[]);
     assert!(trained.status.success(), "{}", text(&trained));
     let corrections = lines(&out.join("relabeled_labels.csv")).len() - 1;
     assert!(corrections > 0, "the relabeled recipe corrects something");
@@ -408,15 +408,7 @@ fn voc_folders_lists_and_open_images_are_audited_and_their_relabeled_recipes_tra
         let edited_set = format!("data.label_overrides={}", edited.display());
         for extra in [vec![], vec!["--set", edited_set.as_str()]] {
             let elsewhere = tempfile::tempdir().unwrap();
-            let trained = Command::new(env!("CARGO_BIN_EXE_asl"))
-                .current_dir(elsewhere.path())
-                .args(["train", "--no-progress", "--config"])
-                .arg(&relabeled)
-                .args(["--set", "train.epochs=1", "--runs"])
-                .arg(elsewhere.path().join("runs"))
-                .args(&extra)
-                .output()
-                .unwrap();
+            let trained = train_from(elsewhere.path(), &relabeled, &extra);
             assert!(trained.status.success(), "{source}: {}", text(&trained));
             assert!(!text(&trained).contains("are not in the training split"), "{source}: {}", text(&trained));
         }
